@@ -1,0 +1,19 @@
+"""Pure-torch quantizers (no mm* imports)."""
+
+from .base_quantizer import VALID_BITS, BaseQuantizer, check_bits, mse
+from .log_sqrt2_quantizer import LogSqrt2Quantizer
+from .sample_collector import SampleCollector
+from .tan_quantizer import TanQuantizer
+from .uniform_quantizer import REPQ_PERCENTILES, UniformQuantizer
+
+__all__ = [
+    'VALID_BITS',
+    'BaseQuantizer',
+    'check_bits',
+    'mse',
+    'LogSqrt2Quantizer',
+    'SampleCollector',
+    'TanQuantizer',
+    'REPQ_PERCENTILES',
+    'UniformQuantizer',
+]

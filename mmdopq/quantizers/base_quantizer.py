@@ -1,0 +1,173 @@
+"""Common contract of every mmdopq quantizer.
+
+A quantizer is an ``nn.Module`` whose whole state (quantization parameters and
+the ``calibrated`` flag) lives in registered buffers, so it survives
+``state_dict`` / ``load_state_dict``, ``.to()`` and DDP broadcasts.
+
+Life cycle::
+
+    q = SomeQuantizer(bits=4)
+    q.observe(x)        # optional, any number of times: stream calibration data
+    q.calibrate()       # or q.calibrate(x) with an explicit sample
+    y = q(x)            # fake-quantized tensor, same shape and dtype as x
+    q.enabled = False   # switch quantization off: q(x) is x
+
+Calling a quantizer that is enabled but not calibrated raises; so does a
+calibration sample that holds NaN or Inf.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor, nn
+
+from .sample_collector import SampleCollector
+
+#: Bit widths a quantizer accepts; 16 means "keep (almost) high precision".
+VALID_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
+
+#: Signature of a calibration objective: ``objective(x_hat, x) -> scalar error``.
+Objective = Callable[[Tensor, Tensor], Tensor]
+
+
+def check_bits(bits: int) -> int:
+    """Validate a bit width.
+
+    Args:
+        bits: Requested bit width.
+
+    Returns:
+        ``bits`` as an ``int``.
+
+    Raises:
+        ValueError: If ``bits`` is not one of 2..8 or 16.
+    """
+    if isinstance(bits, bool) or not isinstance(bits, int) or bits not in VALID_BITS:
+        raise ValueError(
+            f'bits={bits!r} is not supported: use an integer in 2..8, or 16 to keep high precision'
+        )
+    return bits
+
+
+def check_finite(x: Tensor, what: str) -> None:
+    """Raise a ``ValueError`` naming ``what`` if ``x`` holds NaN or Inf."""
+    if not torch.isfinite(x).all():
+        n_nan = int(torch.isnan(x).sum())
+        n_inf = int(torch.isinf(x).sum())
+        raise ValueError(
+            f'{what}: calibration sample holds {n_nan} NaN and {n_inf} Inf values '
+            f'(shape {tuple(x.shape)})'
+        )
+
+
+def mse(x_hat: Tensor, x: Tensor) -> Tensor:
+    """Default objective: mean squared error."""
+    return (x_hat - x).pow(2).mean()
+
+
+class BaseQuantizer(nn.Module, metaclass=abc.ABCMeta):
+    """Base class: bit width, ``calibrated`` buffer, on/off switch, sample stream.
+
+    Args:
+        bits: Bit width (2..8, or 16 for "keep high precision").
+        max_samples: Upper bound on the number of elements kept by :meth:`observe`
+            (a uniform random subsample of everything observed).
+        seed: Seed of the subsampling generator.
+    """
+
+    #: Dimension along which :meth:`observe` subsamples rows (``None``: elements).
+    sample_dim: Optional[int] = None
+
+    def __init__(self, bits: int, max_samples: int = 1 << 20, seed: int = 0) -> None:
+        super().__init__()
+        self.bits = check_bits(bits)
+        self.enabled = True
+        self.name = type(self).__name__
+        self.register_buffer('calibrated', torch.tensor(False))
+        self.collector = SampleCollector(max_samples, seed)
+
+    @property
+    def n_levels(self) -> int:
+        """Number of quantization levels, ``2 ** bits``."""
+        return 1 << self.bits
+
+    def extra_repr(self) -> str:
+        return f'bits={self.bits}, calibrated={bool(self.calibrated)}, enabled={self.enabled}'
+
+    # -- calibration -------------------------------------------------------
+    def observe(self, x: Tensor) -> None:
+        """Add ``x`` to the calibration sample (bounded, uniformly subsampled)."""
+        x = x.detach()
+        check_finite(x, f'{self.name} (observe)')
+        self.collector.add(self._rows(x))
+
+    def _rows(self, x: Tensor) -> Tensor:
+        """View ``x`` as the rows the collector subsamples.
+
+        Per-tensor quantizers sample fixed-width chunks of the flattened tensor
+        (a row shape independent of the input shape, which varies between
+        detection images); per-channel ones override this.
+        """
+        flat = x.reshape(-1)
+        width = 64 if flat.numel() >= 64 else 1
+        return flat[: flat.numel() // width * width].reshape(-1, width)
+
+    def _unrows(self, rows: Tensor) -> Tensor:
+        """Inverse of :meth:`_rows` for the collected sample."""
+        return rows.reshape(-1)
+
+    @torch.no_grad()
+    def calibrate(self, x: Optional[Tensor] = None, objective: Optional[Objective] = None) -> None:
+        """Set the quantization parameters from a sample.
+
+        Args:
+            x: Calibration sample. ``None`` uses (and then frees) what
+                :meth:`observe` collected.
+            objective: Optional ``objective(x_hat, x) -> error`` the search
+                minimises; default: the error of the quantized tensor itself.
+
+        Raises:
+            ValueError: Empty sample, or NaN/Inf in the sample.
+        """
+        if x is None:
+            if self.collector.empty:
+                raise ValueError(
+                    f'{self.name}: calibrate() called without a sample and nothing was observed'
+                )
+            x = self._unrows(self.collector.take())
+        if x.numel() == 0:
+            raise ValueError(f'{self.name}: empty calibration sample')
+        check_finite(x, self.name)
+        self._calibrate(x.float(), objective)
+        self.calibrated.fill_(True)
+
+    @abc.abstractmethod
+    def _calibrate(self, x: Tensor, objective: Optional[Objective]) -> None:
+        """Search the parameters on a finite float32 sample."""
+
+    def reset(self) -> None:
+        """Forget calibration (parameters are kept but marked stale) and samples."""
+        self.calibrated.fill_(False)
+        self.collector.clear()
+
+    # -- forward -----------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.enabled:
+            return x
+        if not bool(self.calibrated):
+            raise RuntimeError(
+                f'{self.name}: quantizer is enabled but not calibrated; calibrate '
+                'it first or set enabled=False'
+            )
+        return self.fake_quant(x.float()).to(x.dtype)
+
+    @abc.abstractmethod
+    def fake_quant(self, x: Tensor) -> Tensor:
+        """Quantize and dequantize ``x`` with the current parameters."""
+
+    @abc.abstractmethod
+    def levels(self) -> Tensor:
+        """The representable values (per-tensor quantizers), sorted ascending."""

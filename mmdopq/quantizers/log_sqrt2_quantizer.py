@@ -1,0 +1,83 @@
+"""Log-sqrt2 quantizer for post-Softmax activations (the RepQ-ViT baseline)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .base_quantizer import BaseQuantizer, Objective, mse
+from .uniform_quantizer import REPQ_PERCENTILES
+
+SQRT2_MINUS_1 = math.sqrt(2.0) - 1.0
+
+
+class LogSqrt2Quantizer(BaseQuantizer):
+    """Log-sqrt2 quantizer of RepQ-ViT for values in ``[0, 1]``.
+
+    ``q = clamp(round(-2 * log2(x / delta)), 0, 2^b - 1)``; dequantized
+    ``delta * 2^(-ceil(q / 2)) * (1 + (q mod 2) * (sqrt2 - 1))``; values whose
+    unclamped code is ``>= 2^b`` (and exact zeros) dequantize to 0. As in
+    RepQ-ViT, the ``2^b`` codes are all non-zero levels and 0 is an extra
+    out-of-range value, so the output takes at most ``2^b + 1`` distinct values.
+
+    ``delta`` is searched like RepQ-ViT's activation range: each candidate
+    percentile of the sample is tried and the least error kept.
+
+    Args:
+        bits: Bit width (2..8, or 16).
+        percentiles: Candidate percentiles for ``delta``.
+        max_samples: Element budget of :meth:`observe`.
+        seed: Seed of the calibration subsampling.
+    """
+
+    def __init__(
+        self,
+        bits: int,
+        percentiles: Sequence[float] = REPQ_PERCENTILES,
+        max_samples: int = 1 << 20,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(bits, max_samples, seed)
+        self.percentiles = tuple(float(p) for p in percentiles)
+        self.register_buffer('delta', torch.tensor(1.0))
+
+    def _quant(self, x: Tensor, delta: Tensor) -> Tensor:
+        x = x.clamp_min(0)
+        code = torch.round(-2.0 * torch.log2(x / delta))  # +inf for x == 0
+        out_of_range = code >= self.n_levels
+        q = code.clamp(0, self.n_levels - 1)
+        x_hat = (
+            delta * torch.pow(2.0, -torch.ceil(q / 2)) * (1 + torch.remainder(q, 2) * SQRT2_MINUS_1)
+        )
+        return torch.where(out_of_range, torch.zeros_like(x_hat), x_hat)
+
+    def _calibrate(self, x: Tensor, objective: Optional[Objective]) -> None:
+        objective = objective or mse
+        flat = x.reshape(-1)
+        if flat.max() <= 0:
+            raise ValueError(f'{self.name}: calibration sample has no positive value')
+        srt = flat.sort().values
+        n = srt.numel()
+        cands = []
+        for p in self.percentiles:
+            d = srt[min(n - 1, int(round(p * (n - 1))))]
+            cands.append(d if d > 0 else srt[-1])
+        errs = [float(objective(self._quant(x, d), x)) for d in cands]
+        best = cands[min(range(len(errs)), key=errs.__getitem__)]
+        self.delta = best.clone().to(self.delta.device)
+
+    def fake_quant(self, x: Tensor) -> Tensor:
+        return self._quant(x, self.delta)
+
+    def levels(self) -> Tensor:
+        q = torch.arange(self.n_levels, dtype=torch.float32, device=self.delta.device)
+        vals = (
+            self.delta
+            * torch.pow(2.0, -torch.ceil(q / 2))
+            * (1 + torch.remainder(q, 2) * SQRT2_MINUS_1)
+        )
+        return torch.cat([vals.new_zeros(1), vals]).sort().values

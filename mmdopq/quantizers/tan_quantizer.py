@@ -1,0 +1,170 @@
+"""TanQ: tangent-based quantizer for post-Softmax activations (DopQ-ViT).
+
+This is a **reconstruction** of the Tan Quantizer of DopQ-ViT: the paper's
+exact equation could not be retrieved, so mmdopq implements the form described
+in ``METHOD.md``:
+
+* map ``x`` in ``[0, 1]`` through a tangent centred at ``c`` with curvature
+  ``alpha``: ``u = (tan(alpha * (x - c)) - lo) / (hi - lo)`` with
+  ``lo = tan(-alpha * c)`` and ``hi = tan(alpha * (1 - c))``, so ``u`` is in
+  ``[0, 1]`` (``alpha * max(c, 1 - c) < pi / 2``);
+* quantize ``u`` uniformly with ``2^b`` levels on ``[0, 1]``;
+* dequantize ``x_hat = c + arctan(lo + u_hat * (hi - lo)) / alpha``.
+
+Hence 0 and 1 are represented exactly, the levels are dense near both ends and
+sparse near ``c``, ``alpha -> 0`` is the uniform quantizer on ``[0, 1]`` and
+``c = 0.5`` is the symmetric variant. The levels are a fixed table of ``2^b``
+values per layer, so integer inference costs a lookup, like a log quantizer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .base_quantizer import BaseQuantizer, Objective, mse
+
+#: Below this curvature the map is numerically the identity: quantize uniformly.
+ALPHA_EPS = 1e-4
+DEFAULT_CENTRES = tuple(round(0.05 + 0.1 * i, 2) for i in range(10))  # 0.05 .. 0.95
+#: Curvature as a fraction of its upper bound ``pi / (2 max(c, 1 - c))``.
+DEFAULT_FRACTIONS = (0.0, 0.2, 0.4, 0.55, 0.65, 0.75, 0.82, 0.88, 0.92, 0.95, 0.97, 0.985)
+
+
+def alpha_bound(centre: float) -> float:
+    """Largest admissible curvature for ``centre``: ``pi / (2 max(c, 1 - c))``."""
+    return math.pi / (2.0 * max(centre, 1.0 - centre))
+
+
+class TanQuantizer(BaseQuantizer):
+    """Tan quantizer (reconstruction of DopQ-ViT's TanQ, see the module docstring).
+
+    Buffers ``alpha`` (curvature) and ``centre`` are calibrated by a grid search:
+    a coarse grid over ``centre`` x ``alpha`` on a subsample, then a local
+    refinement around the best point on the whole sample. The objective is
+    pluggable: by default the mean squared error of the quantized tensor; a
+    caller can pass ``objective(x_hat, x)``, e.g. the error of ``attn @ v``.
+
+    Args:
+        bits: Bit width (2..8, or 16).
+        symmetric: Fix the centre at 0.5 (search ``alpha`` only).
+        centres: Coarse grid of centres (ignored when ``symmetric``).
+        alpha_fractions: Coarse grid of curvatures, as fractions in ``[0, 1)``
+            of the largest admissible curvature for each centre.
+        refine_steps: Points per axis of the local refinement (0: none).
+        coarse_samples: Element budget of the coarse search (default objective).
+        max_samples: Element budget of :meth:`observe`.
+        seed: Seed of the calibration subsampling.
+    """
+
+    def __init__(
+        self,
+        bits: int,
+        symmetric: bool = False,
+        centres: Sequence[float] = DEFAULT_CENTRES,
+        alpha_fractions: Sequence[float] = DEFAULT_FRACTIONS,
+        refine_steps: int = 5,
+        coarse_samples: int = 1 << 18,
+        max_samples: int = 1 << 20,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(bits, max_samples, seed)
+        if any(not 0.0 < c < 1.0 for c in centres):
+            raise ValueError(f'centres={tuple(centres)} must lie in (0, 1)')
+        if any(not 0.0 <= f < 1.0 for f in alpha_fractions):
+            raise ValueError(f'alpha_fractions={tuple(alpha_fractions)} must lie in [0, 1)')
+        self.symmetric = bool(symmetric)
+        self.centres = (0.5,) if self.symmetric else tuple(float(c) for c in centres)
+        self.alpha_fractions = tuple(float(f) for f in alpha_fractions)
+        self.refine_steps = int(refine_steps)
+        self.coarse_samples = int(coarse_samples)
+        self.register_buffer('alpha', torch.tensor(0.0))
+        self.register_buffer('centre', torch.tensor(0.5))
+
+    def extra_repr(self) -> str:
+        return (
+            f'{super().extra_repr()}, symmetric={self.symmetric}, '
+            f'alpha={float(self.alpha):.4f}, centre={float(self.centre):.4f}'
+        )
+
+    # -- the map ---------------------------------------------------------------
+    def _quant(self, x: Tensor, alpha: float, centre: float) -> Tensor:
+        x = x.clamp(0.0, 1.0)
+        top = self.n_levels - 1
+        if alpha < ALPHA_EPS:
+            return torch.round(x * top) / top
+        lo = math.tan(-alpha * centre)
+        hi = math.tan(alpha * (1.0 - centre))
+        u = (torch.tan(alpha * (x - centre)) - lo) / (hi - lo)
+        u_hat = torch.round(u.clamp(0.0, 1.0) * top) / top
+        x_hat = centre + torch.atan(lo + u_hat * (hi - lo)) / alpha
+        # Pin the end points: arctan(tan(.)) can be off by an ulp there.
+        x_hat = torch.where(u_hat == 0, torch.zeros_like(x_hat), x_hat)
+        return torch.where(u_hat == 1, torch.ones_like(x_hat), x_hat).clamp(0.0, 1.0)
+
+    def fake_quant(self, x: Tensor) -> Tensor:
+        return self._quant(x, float(self.alpha), float(self.centre))
+
+    def levels(self) -> Tensor:
+        u = torch.linspace(0.0, 1.0, self.n_levels)
+        return self._quant(self._inverse_u(u), float(self.alpha), float(self.centre))
+
+    def _inverse_u(self, u: Tensor) -> Tensor:
+        """Point of ``[0, 1]`` that maps to ``u`` (used to list the levels)."""
+        alpha, centre = float(self.alpha), float(self.centre)
+        if alpha < ALPHA_EPS:
+            return u
+        lo, hi = math.tan(-alpha * centre), math.tan(alpha * (1.0 - centre))
+        return centre + torch.atan(lo + u * (hi - lo)) / alpha
+
+    # -- calibration -------------------------------------------------------------
+    def _grid(self, centres: Sequence[float], fractions: Sequence[float]) -> list:
+        return [(f * alpha_bound(c), c) for c in centres for f in fractions]
+
+    def _search(self, x: Tensor, objective: Objective, grid: list) -> tuple:
+        best, best_err = grid[0], math.inf
+        for alpha, centre in grid:
+            err = float(objective(self._quant(x, alpha, centre), x))
+            if err < best_err:
+                best, best_err = (alpha, centre), err
+        return best, best_err
+
+    def _calibrate(self, x: Tensor, objective: Optional[Objective]) -> None:
+        # Coarse grid on a subsample by the tensor MSE, then a local refinement.
+        best = self._coarse_to_fine(x, mse, subsample=True)
+        if objective is not None:
+            # A caller objective (e.g. attn @ v error): search again, keeping the
+            # MSE optimum as a candidate so the result is never worse than it.
+            best = self._coarse_to_fine(x, objective, subsample=False, extra=[best])
+        self.alpha.fill_(best[0])
+        self.centre.fill_(best[1])
+
+    def _coarse_to_fine(
+        self, x: Tensor, objective: Objective, subsample: bool, extra: Sequence[tuple] = ()
+    ) -> tuple:
+        coarse_x = x
+        flat = x.reshape(-1)
+        if subsample and flat.numel() > self.coarse_samples:
+            gen = torch.Generator().manual_seed(self.collector.seed)
+            idx = torch.randperm(flat.numel(), generator=gen)[: self.coarse_samples]
+            coarse_x = flat[idx.to(flat.device)]
+        grid = list(extra) + self._grid(self.centres, self.alpha_fractions)
+        (alpha, centre), _ = self._search(coarse_x, objective, grid)
+        if self.refine_steps > 1:
+            frac = alpha / alpha_bound(centre)
+            c_step = 0.05 if len(self.centres) > 1 else 0.0
+            centres = {
+                min(0.98, max(0.02, centre + d))
+                for d in torch.linspace(-c_step, c_step, self.refine_steps).tolist()
+            }
+            fracs = {
+                min(0.995, max(0.0, frac + d))
+                for d in torch.linspace(-0.04, 0.04, self.refine_steps).tolist()
+            }
+            grid = [(alpha, centre)] + list(extra) + self._grid(sorted(centres), sorted(fracs))
+            (alpha, centre), _ = self._search(x, objective, grid)
+        return alpha, centre
