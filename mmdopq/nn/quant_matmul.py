@@ -79,6 +79,9 @@ class QuantMatMul(QuantModuleMixin, nn.Module):
             return
         if self.a_objective == 'output' and not self.pairs.empty:
             rows = self.pairs.take()
+            # Random order: the quantizer's coarse search scores a prefix of the pairs.
+            gen = torch.Generator().manual_seed(self.pairs.seed)
+            rows = rows[torch.randperm(rows.shape[0], generator=gen)]
             sa, sb = self._pair_shapes
             n_a = sa.numel()
             a = rows[:, :n_a].reshape(-1, *sa)
@@ -86,7 +89,8 @@ class QuantMatMul(QuantModuleMixin, nn.Module):
             self.quantizer_a.collector.clear()
 
             def product_error(a_hat: Tensor, a_ref: Tensor) -> Tensor:
-                return ((a_hat - a_ref) @ b).pow(2).mean()
+                # a_hat may be a prefix of the pairs (coarse search)
+                return ((a_hat - a_ref) @ b[: a_hat.shape[0]]).pow(2).mean()
 
             self.quantizer_a.calibrate(a, objective=product_error)
         else:

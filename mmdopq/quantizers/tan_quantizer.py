@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
-from .base_quantizer import BaseQuantizer, Objective, mse
+from .base_quantizer import BaseQuantizer, Objective
 
 #: Below this curvature the map is numerically the identity: quantize uniformly.
 ALPHA_EPS = 1e-4
@@ -44,8 +44,8 @@ class TanQuantizer(BaseQuantizer):
     """Tan quantizer (reconstruction of DopQ-ViT's TanQ, see the module docstring).
 
     Buffers ``alpha`` (curvature) and ``centre`` are calibrated by a grid search:
-    a coarse grid over ``centre`` x ``alpha`` on a subsample, then a local
-    refinement around the best point on the whole sample. The objective is
+    a coarse grid over ``centre`` x ``alpha``, then a local refinement around
+    the best point (the MSE is scored on a fine histogram of the sample). The objective is
     pluggable: by default the mean squared error of the quantized tensor; a
     caller can pass ``objective(x_hat, x)``, e.g. the error of ``attn @ v``.
 
@@ -56,7 +56,10 @@ class TanQuantizer(BaseQuantizer):
         alpha_fractions: Coarse grid of curvatures, as fractions in ``[0, 1)``
             of the largest admissible curvature for each centre.
         refine_steps: Points per axis of the local refinement (0: none).
-        coarse_samples: Element budget of the coarse search (default objective).
+        coarse_samples: Element budget of the coarse search with a caller
+            objective: it is evaluated on ``x[:n]``, the largest prefix of the
+            leading dimension within this budget (objectives must accept it).
+        hist_bins: Bins of the histogram that scores the default (MSE) objective.
         max_samples: Element budget of :meth:`observe`.
         seed: Seed of the calibration subsampling.
     """
@@ -69,6 +72,7 @@ class TanQuantizer(BaseQuantizer):
         alpha_fractions: Sequence[float] = DEFAULT_FRACTIONS,
         refine_steps: int = 5,
         coarse_samples: int = 1 << 18,
+        hist_bins: int = 1 << 14,
         max_samples: int = 1 << 20,
         seed: int = 0,
     ) -> None:
@@ -82,6 +86,7 @@ class TanQuantizer(BaseQuantizer):
         self.alpha_fractions = tuple(float(f) for f in alpha_fractions)
         self.refine_steps = int(refine_steps)
         self.coarse_samples = int(coarse_samples)
+        self.hist_bins = int(hist_bins)
         self.register_buffer('alpha', torch.tensor(0.0))
         self.register_buffer('centre', torch.tensor(0.5))
 
@@ -125,35 +130,23 @@ class TanQuantizer(BaseQuantizer):
     def _grid(self, centres: Sequence[float], fractions: Sequence[float]) -> list:
         return [(f * alpha_bound(c), c) for c in centres for f in fractions]
 
-    def _search(self, x: Tensor, objective: Objective, grid: list) -> tuple:
+    def _search(self, evaluate: Callable[[float, float], float], grid: list) -> tuple:
         best, best_err = grid[0], math.inf
         for alpha, centre in grid:
-            err = float(objective(self._quant(x, alpha, centre), x))
+            err = evaluate(alpha, centre)
             if err < best_err:
                 best, best_err = (alpha, centre), err
-        return best, best_err
-
-    def _calibrate(self, x: Tensor, objective: Optional[Objective]) -> None:
-        # Coarse grid on a subsample by the tensor MSE, then a local refinement.
-        best = self._coarse_to_fine(x, mse, subsample=True)
-        if objective is not None:
-            # A caller objective (e.g. attn @ v error): search again, keeping the
-            # MSE optimum as a candidate so the result is never worse than it.
-            best = self._coarse_to_fine(x, objective, subsample=False, extra=[best])
-        self.alpha.fill_(best[0])
-        self.centre.fill_(best[1])
+        return best
 
     def _coarse_to_fine(
-        self, x: Tensor, objective: Objective, subsample: bool, extra: Sequence[tuple] = ()
+        self,
+        coarse: Callable[[float, float], float],
+        fine: Callable[[float, float], float],
+        extra: Sequence[tuple] = (),
     ) -> tuple:
-        coarse_x = x
-        flat = x.reshape(-1)
-        if subsample and flat.numel() > self.coarse_samples:
-            gen = torch.Generator().manual_seed(self.collector.seed)
-            idx = torch.randperm(flat.numel(), generator=gen)[: self.coarse_samples]
-            coarse_x = flat[idx.to(flat.device)]
-        grid = list(extra) + self._grid(self.centres, self.alpha_fractions)
-        (alpha, centre), _ = self._search(coarse_x, objective, grid)
+        """Grid search with ``coarse``, then a local refinement scored by ``fine``."""
+        alpha, centre = self._search(coarse, list(extra) + self._grid(self.centres,
+                                                                      self.alpha_fractions))
         if self.refine_steps > 1:
             frac = alpha / alpha_bound(centre)
             c_step = 0.05 if len(self.centres) > 1 else 0.0
@@ -166,5 +159,49 @@ class TanQuantizer(BaseQuantizer):
                 for d in torch.linspace(-0.04, 0.04, self.refine_steps).tolist()
             }
             grid = [(alpha, centre)] + list(extra) + self._grid(sorted(centres), sorted(fracs))
-            (alpha, centre), _ = self._search(x, objective, grid)
+            alpha, centre = self._search(fine, grid)
         return alpha, centre
+
+    def _histogram_mse(self, x: Tensor) -> Callable[[float, float], float]:
+        """MSE of the quantized sample from a fine histogram (fast, near exact).
+
+        Each of ``hist_bins`` uniform bins of ``[0, 1]`` keeps its count, sum and
+        sum of squares; a candidate quantizes the bin means, and
+        ``sum (x - L)^2 = q - 2 L s + n L^2`` per bin is exact whenever a bin
+        does not straddle a decision threshold (bins are ~1e-4 wide).
+        """
+        flat = x.reshape(-1).clamp(0.0, 1.0).double()
+        idx = (flat * self.hist_bins).long().clamp_max(self.hist_bins - 1)
+        n = torch.bincount(idx, minlength=self.hist_bins).double()
+        s = torch.bincount(idx, weights=flat, minlength=self.hist_bins)
+        q = torch.bincount(idx, weights=flat * flat, minlength=self.hist_bins)
+        keep = n > 0
+        n, s, q = n[keep], s[keep], q[keep]
+        means = (s / n).float()
+        total = float(flat.numel())
+
+        def evaluate(alpha: float, centre: float) -> float:
+            lv = self._quant(means, alpha, centre).double()
+            return float((q - 2 * lv * s + n * lv * lv).sum().clamp_min(0) / total)
+
+        return evaluate
+
+    def _calibrate(self, x: Tensor, objective: Optional[Objective]) -> None:
+        hist = self._histogram_mse(x)
+        best = self._coarse_to_fine(hist, hist)
+        if objective is not None:
+            # Caller objective (e.g. the attn @ v error): coarse grid on a prefix of
+            # the leading dim, refinement on the whole sample; the MSE optimum stays
+            # a candidate, so the result is never worse than it on this objective.
+            rows = max(1, min(x.shape[0], self.coarse_samples // max(1, x[0].numel())))
+            head = x[:rows]
+
+            def coarse(alpha: float, centre: float) -> float:
+                return float(objective(self._quant(head, alpha, centre), head))
+
+            def fine(alpha: float, centre: float) -> float:
+                return float(objective(self._quant(x, alpha, centre), x))
+
+            best = self._coarse_to_fine(coarse, fine, extra=[best])
+        self.alpha.fill_(best[0])
+        self.centre.fill_(best[1])

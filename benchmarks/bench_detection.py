@@ -1,0 +1,176 @@
+"""Detection-track speed and memory: full-size Swin-T Mask R-CNN, random weights, CPU.
+
+Measures, side by side in one invocation (each mode in its own subprocess so
+that peak RSS is per mode):
+
+* ``float``: N float forward passes (``test_step``) at 800x1333;
+* ``calib``: the whole calibration of N images (observe passes, calibrate,
+  MOSF reparameterize, re-calibrate);
+* ``quant``: N fake-quantized forward passes of the calibrated model.
+
+Targets (issue 4): calibration <= 3x the N float passes, fake-quant forward
+<= 1.5x float, peak memory <= 1.5x float.
+
+    python benchmarks/bench_detection.py [--images 8] [--recipe dopq] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import os.path as osp
+import resource
+import subprocess
+import sys
+import time
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIG = osp.join(
+    REPO, 'configs', 'dopq', '{recipe}_w4a4_mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py'
+)
+
+
+def make_batches(n: int, seed: int = 0):
+    import torch
+    from mmdet.structures import DetDataSample
+
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        img = torch.randint(0, 256, (3, 800, 1333), generator=gen, dtype=torch.uint8)
+        meta = dict(img_id=i, img_shape=(800, 1333), ori_shape=(800, 1333), scale_factor=(1.0, 1.0))
+        out.append(dict(inputs=[img], data_samples=[DetDataSample(metainfo=meta)]))
+    return out
+
+
+def build(recipe: str):
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, DefaultScope
+
+    import mmdopq  # noqa: F401
+
+    cfg = Config.fromfile(CONFIG.format(recipe=recipe))
+    cfg.model.architecture.backbone.init_cfg = None
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model = MODELS.build(cfg.model)
+    model.init_weights()
+    return model.eval()
+
+
+def worker(mode: str, n: int, recipe: str, state_file: str) -> dict:
+    import torch
+
+    from mmdopq.nn import set_quant_mode
+
+    torch.manual_seed(0)
+    model = build(recipe)
+    batches = make_batches(n)
+    rss_built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    res = dict(mode=mode, images=n, threads=torch.get_num_threads())
+    with torch.no_grad():
+        if mode == 'float':
+            t = time.perf_counter()
+            for b in batches:
+                model.test_step(b)
+            res['seconds'] = time.perf_counter() - t
+        elif mode == 'calib':
+            plan = model.quant_plan
+            t = time.perf_counter()
+            plan.start_calibration(model)
+            for b in batches:
+                model.test_step(b)
+            t_obs = time.perf_counter()
+            plan.calibrate_sites()
+            t_cal = time.perf_counter()
+            plan.reparameterize()
+            t_rep = time.perf_counter()
+            plan.recalibrate(model)
+            t_end = time.perf_counter()
+            res.update(
+                seconds=t_end - t,
+                observe_s=t_obs - t,
+                calibrate_s=t_cal - t_obs,
+                reparameterize_s=t_rep - t_cal,
+                recalibrate_s=t_end - t_rep,
+            )
+            torch.save(model.state_dict(), state_file)
+        else:  # quant: fake-quantized passes of the model calibrated by the calib worker
+            model.load_state_dict(torch.load(state_file, weights_only=True))
+            assert model.quant_plan.is_calibrated
+            set_quant_mode(model, 'quant')
+            t = time.perf_counter()
+            for b in batches:
+                model.test_step(b)
+            res['seconds'] = time.perf_counter() - t
+    res['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    res['rss_after_build_mb'] = rss_built
+    return res
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--images', type=int, default=8)
+    parser.add_argument('--recipe', default='dopq', choices=['dopq', 'repq'])
+    parser.add_argument('--json', help='write the results here')
+    parser.add_argument('--worker', choices=['float', 'calib', 'quant'], help=argparse.SUPPRESS)
+    parser.add_argument(
+        '--state-file',
+        default='/tmp/mmdopq_bench_detection_calibrated.pth',
+        help='where the calib worker leaves the calibrated state for quant',
+    )
+    args = parser.parse_args()
+    if args.worker:
+        print(
+            'RESULT ' + json.dumps(worker(args.worker, args.images, args.recipe, args.state_file)),
+            flush=True,
+        )
+        return
+    results = {}
+    for mode in ('float', 'calib', 'quant'):
+        print(f'running {mode} ({args.images} images, recipe {args.recipe}) ...', flush=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                '--worker',
+                mode,
+                '--images',
+                str(args.images),
+                '--recipe',
+                args.recipe,
+                '--state-file',
+                args.state_file,
+            ],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ),
+        )
+        line = [ln for ln in out.stdout.splitlines() if ln.startswith('RESULT ')]
+        if out.returncode or not line:
+            sys.exit(f'{mode} worker failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}')
+        results[mode] = json.loads(line[0][7:])
+        print(json.dumps(results[mode]), flush=True)
+    f = results['float']
+    ratios = dict(
+        calib_vs_float=results['calib']['seconds'] / f['seconds'],
+        quant_vs_float=results['quant']['seconds'] / f['seconds'],
+        calib_peak_mem_vs_float=results['calib']['peak_rss_mb'] / f['peak_rss_mb'],
+        quant_peak_mem_vs_float=results['quant']['peak_rss_mb'] / f['peak_rss_mb'],
+    )
+    print('\n| mode | seconds | s/image | peak RSS MB |\n|---|---|---|---|')
+    for mode, r in results.items():
+        print(
+            f'| {mode} | {r["seconds"]:.1f} | {r["seconds"] / r["images"]:.2f} | '
+            f'{r["peak_rss_mb"]:.0f} |'
+        )
+    print('\n' + '\n'.join(f'{k}: {v:.2f}' for k, v in ratios.items()))
+    if args.json:
+        with open(args.json, 'w') as fh:
+            json.dump(dict(results=results, ratios=ratios), fh, indent=2)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,15 @@
+# DopQ-ViT: TanQ post-Softmax (calibrated on the attn @ v error) + MOSF LayerNorm fold, W8/A8.
+# Owns the top-level key `quant` (see mmdopq.adapters.QuantRecipe for every key).
+quant = dict(
+    recipe='dopq',
+    wbits=8,
+    abits=8,
+    scope='whole',  # 'whole' detector (published protocol) or 'backbone'
+    post_softmax='tan',
+    softmax_objective='output',
+    reparam_rule='mad',
+    weight_method='percentile',
+    act_method='percentile',
+    patch_embed_abits=8,
+    seed=0,
+)

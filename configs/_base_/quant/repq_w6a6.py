@@ -1,0 +1,15 @@
+# RepQ-ViT: log-sqrt2 post-Softmax + exact mean-scale LayerNorm fold, W6/A6.
+# Owns the top-level key `quant` (see mmdopq.adapters.QuantRecipe for every key).
+quant = dict(
+    recipe='repq',
+    wbits=6,
+    abits=6,
+    scope='whole',  # 'whole' detector (published protocol) or 'backbone'
+    post_softmax='log_sqrt2',
+    softmax_objective='tensor',
+    reparam_rule='mean',
+    weight_method='percentile',
+    act_method='percentile',
+    patch_embed_abits=8,
+    seed=0,
+)

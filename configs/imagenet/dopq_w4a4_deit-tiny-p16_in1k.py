@@ -1,0 +1,13 @@
+_base_ = [
+    './_base_/models/deit-tiny-p16.py',
+    './_base_/imagenet_runtime.py',
+    '../_base_/quant/dopq_w4a4.py',
+    '../_base_/calib/in1k_train_calib32.py',
+]
+model = dict(
+    type='mmdopq.QuantizedModel',
+    scope='mmpretrain',
+    architecture=_base_.architecture,
+    quant=_base_.quant,
+)
+test_dataloader = dict(dataset=dict(pipeline=_base_.test_pipeline))

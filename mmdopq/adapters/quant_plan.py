@@ -1,0 +1,229 @@
+"""What an adapter declares about a model, and the calibration steps run on it.
+
+An adapter swaps float layers for quantized ones and records, explicitly, every
+quantization site and every LayerNorm -> consumer pair in a :class:`QuantPlan`.
+The plan then drives calibration, independent of the architecture:
+
+1. :meth:`QuantPlan.calibrate_sites` — after calibration data ran through the
+   model in ``calib`` mode, set every quantizer from what it observed;
+2. :meth:`QuantPlan.reparameterize` — fold the per-channel post-LN quantizers
+   into per-tensor ones (RepQ-ViT rule or MOSF);
+3. :meth:`QuantPlan.recalibrate` — re-initialise the weights of the rewritten
+   consumers and check that every declared site is calibrated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor, nn
+
+from ..nn import QuantLinear, QuantModuleMixin, set_quant_mode
+from ..quantizers import SampleCollector, UniformQuantizer
+from ..reparam import FoldResult, reparameterize_layernorm
+from .quant_recipe import QuantRecipe
+
+
+@dataclass
+class NormPair:
+    """A LayerNorm and the Linear layers that read its output.
+
+    Attributes:
+        name: Qualified name of the norm.
+        norm: The norm module.
+        consumers: Qualified names of the consuming :class:`QuantLinear` layers.
+        zero_image_owner: Module with an ``input_offset`` buffer that must hold
+            the folded image of 0 (Swin pads the normalized tokens), or None.
+    """
+
+    name: str
+    norm: nn.LayerNorm
+    consumers: list[str]
+    zero_image_owner: Optional[nn.Module] = None
+
+
+@dataclass
+class QuantPlan:
+    """Declared quantization sites of a model and the calibration steps on them."""
+
+    recipe: QuantRecipe
+    sites: dict[str, QuantModuleMixin] = field(default_factory=dict)
+    norm_pairs: list[NormPair] = field(default_factory=list)
+    post_softmax_sites: list[str] = field(default_factory=list)
+    fold_results: dict[str, FoldResult] = field(default_factory=dict)
+    _norm_inputs: dict[str, SampleCollector] = field(default_factory=dict)
+    _hooks: list = field(default_factory=list)
+
+    # -- declaration -------------------------------------------------------------
+    def add(self, name: str, layer: QuantModuleMixin) -> QuantModuleMixin:
+        """Declare ``layer`` as the quantization site ``name``; returns it."""
+        if name in self.sites:
+            raise ValueError(f'quantization site {name!r} declared twice')
+        self.sites[name] = layer
+        for qname, q in layer.quantizers():
+            q.name = f'{name}.{qname}'
+        return layer
+
+    def add_pair(
+        self,
+        name: str,
+        norm: nn.LayerNorm,
+        consumers: list[str],
+        zero_image_owner: Optional[nn.Module] = None,
+    ) -> None:
+        """Declare a LayerNorm -> consumers pair for reparameterization."""
+        for c in consumers:
+            lin = self.sites.get(c)
+            if not isinstance(lin, QuantLinear):
+                raise ValueError(f'{name}: consumer {c!r} is not a declared QuantLinear site')
+            if lin.bias is None:
+                # The fold needs a bias (b' = b - W t). Add a zero one at build time so
+                # float and quantized state dicts have the same keys.
+                lin.bias = nn.Parameter(lin.weight.new_zeros(lin.out_features))
+        self.norm_pairs.append(NormPair(name, norm, list(consumers), zero_image_owner))
+
+    def extend(self, other: QuantPlan) -> None:
+        """Merge the declarations of another plan (e.g. backbone + heads)."""
+        for name, layer in other.sites.items():
+            self.add(name, layer)
+        self.norm_pairs.extend(other.norm_pairs)
+        self.post_softmax_sites.extend(other.post_softmax_sites)
+
+    # -- state ---------------------------------------------------------------
+    @property
+    def is_calibrated(self) -> bool:
+        return all(layer.is_calibrated for layer in self.sites.values())
+
+    def uncalibrated_sites(self) -> list[str]:
+        return [n for n, layer in self.sites.items() if not layer.is_calibrated]
+
+    def set_mode(self, model: nn.Module, mode: str) -> None:
+        set_quant_mode(model, mode)
+
+    # -- step 0: collect -------------------------------------------------------------
+    def start_calibration(self, model: nn.Module) -> None:
+        """Switch to ``calib`` mode and start collecting norm inputs (for MOSF)."""
+        self.stop_calibration()
+        for layer in self.sites.values():
+            for _, q in layer.quantizers():
+                q.collector.clear()
+            pairs = getattr(layer, 'pairs', None)  # QuantMatMul's paired sample
+            if pairs is not None:
+                pairs.clear()
+        set_quant_mode(model, 'calib')
+        if self.recipe.reparam_rule == 'mad':
+            for pair in self.norm_pairs:
+                coll = SampleCollector(self.recipe.max_samples, seed=self.recipe.seed)
+                self._norm_inputs[pair.name] = coll
+                self._hooks.append(
+                    pair.norm.register_forward_pre_hook(_collect_into(coll, pair.name))
+                )
+
+    def stop_calibration(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+
+    # -- step 1 --------------------------------------------------------------------
+    @torch.no_grad()
+    def calibrate_sites(self, progress: Optional[Callable[[str], None]] = None) -> None:
+        """Set every site's quantizers from what it observed."""
+        self.stop_calibration()
+        for name, layer in self.sites.items():
+            for _, q in layer.quantizers():
+                if (
+                    q.enabled
+                    and q.collector.empty
+                    and q is not getattr(layer, 'weight_quantizer', None)
+                ):
+                    raise ValueError(
+                        f'quantization site {name!r} saw no calibration data '
+                        f'({q.name}); is it on the forward path of the model?'
+                    )
+            layer.calibrate()
+            if progress:
+                progress(name)
+
+    # -- step 2 ----------------------------------------------------------------------
+    @torch.no_grad()
+    def reparameterize(self) -> dict[str, FoldResult]:
+        """Fold every declared LayerNorm pair with the recipe's rule."""
+        rule = self.recipe.reparam_rule
+        if rule == 'none':
+            return {}
+        for pair in self.norm_pairs:
+            consumers = [self.sites[c] for c in pair.consumers]
+            first = consumers[0].input_quantizer
+            if not isinstance(first, UniformQuantizer) or first.scale.dim() != 1:
+                raise ValueError(
+                    f'{pair.name}: consumer input quantizer is not per channel; '
+                    'was the model already reparameterized?'
+                )
+            calib = None
+            if rule == 'mad':
+                coll = self._norm_inputs.pop(pair.name, None)
+                if coll is None or coll.empty:
+                    raise ValueError(f'{pair.name}: no norm inputs were collected for MOSF')
+                calib = coll.take()
+            res = reparameterize_layernorm(
+                pair.norm,
+                consumers,
+                first.scale,
+                first.zero_point,
+                rule=rule,
+                calib_input=calib,
+                wbits=self.recipe.wbits,
+                abits=self.recipe.abits,
+                k_grid=self.recipe.mad_k_grid,
+                weight_quantizer=lambda _: self.recipe.weight(),
+            )
+            for lin in consumers:
+                lin.input_quantizer.set_params(res.scale, res.zero_point)
+            if pair.zero_image_owner is not None:
+                pair.zero_image_owner.input_offset.copy_(res.zero_image)
+            self.fold_results[pair.name] = res
+        self._norm_inputs.clear()
+        return self.fold_results
+
+    # -- step 3 ----------------------------------------------------------------------
+    @torch.no_grad()
+    def recalibrate(self, model: nn.Module) -> None:
+        """Re-initialise the weights of rewritten consumers; check every site; quant mode."""
+        for pair in self.norm_pairs:
+            if pair.name in self.fold_results:
+                for c in pair.consumers:
+                    lin = self.sites[c]
+                    lin.weight_quantizer.calibrate(lin.weight.detach())
+        missing = self.uncalibrated_sites()
+        if missing:
+            raise RuntimeError(
+                f'{len(missing)} declared quantization sites are not calibrated: {missing[:10]}'
+            )
+        set_quant_mode(model, 'quant')
+
+    def summary(self) -> dict:
+        """Counts and MOSF choices, for logs and results."""
+        return dict(
+            sites=len(self.sites),
+            post_softmax_sites=len(self.post_softmax_sites),
+            norm_pairs=len(self.norm_pairs),
+            mosf={
+                n: dict(k=r.k, n_capped=r.n_capped, scale=float(r.scale))
+                for n, r in self.fold_results.items()
+            },
+        )
+
+
+def _collect_into(coll: SampleCollector, name: str):
+    def hook(module: nn.Module, args: tuple) -> None:
+        x: Tensor = args[0]
+        if not torch.isfinite(x).all():
+            raise ValueError(
+                f'{name}: NaN/Inf input to the LayerNorm during calibration '
+                f'(shape {tuple(x.shape)})'
+            )
+        coll.add(x.detach().reshape(-1, x.shape[-1]))
+
+    return hook

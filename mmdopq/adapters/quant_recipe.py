@@ -1,0 +1,169 @@
+"""Quantization recipe: turns the ``quant`` config dict into quantizers.
+
+A recipe fixes everything the adapters need to quantize a model: bit widths,
+calibration methods, the post-Softmax quantizer and the LayerNorm fold rule.
+Named recipes fill in defaults; any explicit key overrides them::
+
+    quant = dict(recipe='dopq', wbits=4, abits=4)             # TanQ + MOSF
+    quant = dict(recipe='repq', wbits=4, abits=4)             # log-sqrt2 + mean fold
+    quant = dict(recipe='dopq', wbits=4, abits=4, reparam_rule='median')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..quantizers import (
+    REPQ_PERCENTILES,
+    BaseQuantizer,
+    LogSqrt2Quantizer,
+    TanQuantizer,
+    UniformQuantizer,
+    check_bits,
+)
+
+#: Component defaults of the named recipes.
+RECIPES: dict[str, dict[str, Any]] = {
+    # RepQ-ViT: log-sqrt2 post-Softmax, exact mean fold.
+    'repq': dict(post_softmax='log_sqrt2', softmax_objective='tensor', reparam_rule='mean'),
+    # DopQ-ViT: TanQ (calibrated on the attn @ v error) + MOSF.
+    'dopq': dict(post_softmax='tan', softmax_objective='output', reparam_rule='mad'),
+    # Ablations: one DopQ component on top of RepQ-ViT.
+    'tanq_only': dict(post_softmax='tan', softmax_objective='output', reparam_rule='mean'),
+    'mosf_only': dict(post_softmax='log_sqrt2', softmax_objective='tensor', reparam_rule='mad'),
+}
+POST_SOFTMAX = ('tan', 'tan_symmetric', 'log_sqrt2', 'uniform')
+SCOPES = ('whole', 'backbone')
+REPARAM_RULES = ('mean', 'median', 'mad', 'none')
+
+
+@dataclass
+class QuantRecipe:
+    """Resolved quantization settings (see the module docstring).
+
+    Attributes:
+        recipe: Name of the recipe the defaults came from.
+        wbits: Weight bits (per output channel).
+        abits: Activation bits (per tensor after reparameterization).
+        scope: ``'whole'`` detector/classifier or ``'backbone'`` only.
+        post_softmax: Quantizer of the attention map: ``'tan'``,
+            ``'tan_symmetric'``, ``'log_sqrt2'`` or ``'uniform'``.
+        softmax_objective: ``'output'`` (error of ``attn @ v``) or ``'tensor'``.
+        reparam_rule: LayerNorm fold rule ``'mean'``, ``'median'``, ``'mad'``
+            or ``'none'`` (keep per-channel post-LN quantizers, no fold).
+        weight_method: Weight calibration (``'minmax'``, ``'percentile'``, ``'mse'``).
+        act_method: Activation calibration method.
+        percentiles: Candidates of the percentile search.
+        patch_embed_abits: Input bits of the patch embedding (8 by protocol).
+        max_samples: Per-quantizer element budget of the calibration sample.
+        seed: Seed of every random choice of the calibration.
+        mad_k_grid: MAD multipliers of MOSF (``inf`` = no cap).
+    """
+
+    recipe: str = 'dopq'
+    wbits: int = 4
+    abits: int = 4
+    scope: str = 'whole'
+    post_softmax: str = 'tan'
+    softmax_objective: str = 'output'
+    reparam_rule: str = 'mad'
+    weight_method: str = 'percentile'
+    act_method: str = 'percentile'
+    percentiles: tuple = REPQ_PERCENTILES
+    patch_embed_abits: int = 8
+    max_samples: int = 1 << 20
+    seed: int = 0
+    mad_k_grid: tuple = (1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, float('inf'))
+    _counter: int = field(default=0, repr=False, compare=False)
+
+    @classmethod
+    def from_cfg(cls, cfg: dict) -> QuantRecipe:
+        """Build from a ``quant`` config dict; unknown keys and values are errors."""
+        cfg = dict(cfg)
+        name = cfg.get('recipe', 'dopq')
+        if name not in RECIPES:
+            raise ValueError(f'quant.recipe={name!r} is unknown; choose from {sorted(RECIPES)}')
+        known = {f.name for f in dataclasses.fields(cls) if not f.name.startswith('_')}
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise ValueError(f'unknown quant config keys {unknown}; known: {sorted(known)}')
+        merged = {**RECIPES[name], **cfg}
+        for key in ('wbits', 'abits', 'patch_embed_abits'):
+            try:
+                check_bits(merged.get(key, getattr(cls, key)))
+            except ValueError as e:
+                raise ValueError(f'quant.{key}: {e}') from None
+        checks = (
+            ('scope', SCOPES),
+            ('post_softmax', POST_SOFTMAX),
+            ('softmax_objective', ('tensor', 'output')),
+            ('reparam_rule', REPARAM_RULES),
+            ('weight_method', ('minmax', 'percentile', 'mse')),
+            ('act_method', ('minmax', 'percentile', 'mse')),
+        )
+        for key, allowed in checks:
+            if key in merged and merged[key] not in allowed:
+                raise ValueError(f'quant.{key}={merged[key]!r}; choose from {allowed}')
+        for key in ('percentiles', 'mad_k_grid'):
+            if key in merged:
+                merged[key] = tuple(float(v) for v in merged[key])
+        return cls(**merged)
+
+    def to_dict(self) -> dict:
+        """Plain-dict form recorded in results and checkpoints."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if not f.name.startswith('_')
+        }
+
+    @property
+    def bits_tag(self) -> str:
+        return f'w{self.wbits}a{self.abits}'
+
+    def _seed(self) -> int:
+        # Distinct, reproducible subsampling stream per quantizer (build order).
+        self._counter += 1
+        return self.seed * 100003 + self._counter
+
+    def weight(self) -> BaseQuantizer:
+        """Per-output-channel weight quantizer."""
+        return UniformQuantizer(
+            self.wbits,
+            per_channel=True,
+            ch_axis=0,
+            method=self.weight_method,
+            percentiles=self.percentiles,
+            seed=self._seed(),
+        )
+
+    def act(self, bits: int | None = None, per_channel: bool = False) -> BaseQuantizer:
+        """Activation quantizer (per channel on the last axis for post-LN inputs)."""
+        return UniformQuantizer(
+            bits or self.abits,
+            per_channel=per_channel,
+            ch_axis=-1,
+            method=self.act_method,
+            percentiles=self.percentiles,
+            max_samples=self.max_samples,
+            seed=self._seed(),
+        )
+
+    def post_ln_act(self) -> BaseQuantizer:
+        """Input quantizer of a LayerNorm consumer: per channel until folded."""
+        return self.act(per_channel=True)
+
+    def softmax(self) -> BaseQuantizer:
+        """Post-Softmax (attention map) quantizer."""
+        kw = dict(max_samples=self.max_samples, seed=self._seed())
+        if self.post_softmax == 'tan':
+            return TanQuantizer(self.abits, **kw)
+        if self.post_softmax == 'tan_symmetric':
+            return TanQuantizer(self.abits, symmetric=True, **kw)
+        if self.post_softmax == 'log_sqrt2':
+            return LogSqrt2Quantizer(self.abits, percentiles=self.percentiles, **kw)
+        return UniformQuantizer(
+            self.abits, method=self.act_method, percentiles=self.percentiles, **kw
+        )

@@ -1,0 +1,230 @@
+"""Calibration of a :class:`~mmdopq.models.QuantizedModel` before evaluation."""
+
+from __future__ import annotations
+
+import copy
+import os
+import os.path as osp
+import time
+from typing import Optional
+
+import numpy as np
+import torch
+from mmengine.dataset import pseudo_collate
+from mmengine.dist import broadcast, get_world_size, is_main_process
+from mmengine.hooks import Hook
+from mmengine.logging import MMLogger
+from mmengine.model import is_model_wrapper
+from mmengine.registry import DATASETS
+from mmengine.utils import ProgressBar
+
+from ...models import QuantizedModel
+from ...nn import set_quant_mode
+from ...registry import HOOKS
+from ...utils.data_checks import check_dataset_cfg
+from ...utils.fileio import dump_json_atomic
+
+SELECTIONS = ('random', 'first')
+
+
+@HOOKS.register_module()
+class QuantCalibrationHook(Hook):
+    """Calibrate -> reparameterize (MOSF / RepQ fold) -> re-calibrate, before test/val.
+
+    Runs in ``before_test`` / ``before_val``, i.e. after the runner loaded the
+    checkpoint. If the loaded checkpoint is already calibrated (every declared
+    site has calibrated parameters) calibration is skipped and the model is
+    evaluated as loaded.
+
+    The calibration images are ``num_images`` items of ``dataloader.dataset``,
+    chosen with ``np.random.default_rng(seed)`` (``selection='random'``) or the
+    first ones (``selection='first'``, the RepQ-ViT detection protocol: first
+    val2017 image). Their ids are logged and written to ``<work_dir>/<ids_file>``.
+    Under DDP every rank calibrates on the same images and then takes rank 0's
+    parameters (broadcast), so all ranks evaluate the same quantized model.
+
+    Args:
+        dataloader: Dataloader config; its ``dataset`` (and ``batch_size``) are used.
+        num_images: Number of calibration images.
+        selection: ``'random'`` (seeded) or ``'first'``.
+        seed: Seed of the image choice.
+        ids_file: File name (in the work dir) of the calibration record.
+        force: Calibrate even if the loaded checkpoint is calibrated.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(
+        self,
+        dataloader: dict,
+        num_images: int = 32,
+        selection: str = 'random',
+        seed: int = 0,
+        ids_file: str = 'calib_ids.json',
+        force: bool = False,
+    ) -> None:
+        if selection not in SELECTIONS:
+            raise ValueError(f'selection={selection!r}; choose from {SELECTIONS}')
+        if not isinstance(num_images, int) or num_images < 1:
+            raise ValueError(f'num_images={num_images!r} must be a positive integer')
+        if not isinstance(dataloader, dict) or 'dataset' not in dataloader:
+            raise ValueError('QuantCalibrationHook needs dataloader=dict(dataset=..., ...)')
+        self.dataloader = dataloader
+        self.num_images = num_images
+        self.selection = selection
+        self.seed = seed
+        self.ids_file = ids_file
+        self.force = force
+        #: Filled by the calibration: ids, sizes, per-stage wall times, plan summary.
+        self.record: dict = {}
+
+    # -- hook entry points -----------------------------------------------------------
+    def before_val(self, runner) -> None:
+        self.calibrate(runner)
+
+    def before_test(self, runner) -> None:
+        self.calibrate(runner)
+
+    # -- data --------------------------------------------------------------------------
+    def build_dataset(self, runner=None):
+        """Build the calibration dataset (the test pipeline if it names none)."""
+        cfg = copy.deepcopy(dict(self.dataloader['dataset']))
+        if 'pipeline' not in cfg:
+            if runner is None:
+                raise ValueError('the calibration dataset names no pipeline')
+            cfg['pipeline'] = copy.deepcopy(runner.cfg.test_dataloader.dataset.pipeline)
+        check_dataset_cfg(cfg, 'calibration dataloader.dataset')
+        dataset = DATASETS.build(cfg)
+        if len(dataset) == 0:
+            raise ValueError(
+                f'the calibration dataset is empty (ann_file={cfg.get("ann_file")!r}, '
+                f'data_root={cfg.get("data_root")!r})'
+            )
+        return dataset
+
+    def select(self, dataset) -> list[int]:
+        n = len(dataset)
+        if n < self.num_images:
+            raise ValueError(
+                f'calibration needs {self.num_images} images but the calibration '
+                f'dataset has only {n}'
+            )
+        if self.selection == 'first':
+            return list(range(self.num_images))
+        rng = np.random.default_rng(self.seed)
+        return sorted(int(i) for i in rng.choice(n, size=self.num_images, replace=False))
+
+    @staticmethod
+    def load_item(dataset, idx: int):
+        try:
+            item = dataset[idx]
+        except Exception as e:  # name the image: pipelines raise bare errors
+            info = dataset.get_data_info(idx)
+            raise RuntimeError(
+                f'calibration image {info.get("img_path", idx)!r} (dataset index '
+                f'{idx}) could not be loaded: {type(e).__name__}: {e}'
+            ) from e
+        if item is None:
+            info = dataset.get_data_info(idx)
+            raise RuntimeError(f'calibration image {info.get("img_path", idx)!r} produced no data')
+        return item
+
+    # -- calibration -------------------------------------------------------------------
+    @torch.no_grad()
+    def calibrate(self, runner) -> Optional[dict]:
+        """Calibrate ``runner.model`` (see the class docstring); returns the record."""
+        logger = MMLogger.get_current_instance()
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        if not isinstance(model, QuantizedModel):
+            raise TypeError(
+                f'QuantCalibrationHook needs an mmdopq.QuantizedModel, got {type(model).__name__}'
+            )
+        plan = model.quant_plan
+        if plan.is_calibrated and not self.force:
+            set_quant_mode(model, 'quant')
+            logger.info(
+                'mmdopq: the loaded checkpoint is already calibrated '
+                f'({len(plan.sites)} sites); skipping calibration'
+            )
+            self.record = dict(skipped=True)
+            return self.record
+        recipe = model.quant_recipe
+        dataset = self.build_dataset(runner)
+        indices = self.select(dataset)
+        infos = [dataset.get_data_info(i) for i in indices]
+        ids = [info.get('img_id', info.get('img_path', i)) for info, i in zip(infos, indices)]
+        logger.info(
+            f'mmdopq: calibrating {recipe.recipe} {recipe.bits_tag} (scope '
+            f'{recipe.scope}) on {len(ids)} images ({self.selection}, seed {self.seed}): '
+            f'ids {ids}'
+        )
+        times = {}
+        t0 = time.perf_counter()
+        was_training = model.training
+        model.eval()
+        plan.start_calibration(model)
+        batch_size = int(self.dataloader.get('batch_size', 1))
+        bar = ProgressBar(len(indices)) if is_main_process() else None
+        try:
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start : start + batch_size]
+                model.test_step(pseudo_collate([self.load_item(dataset, i) for i in chunk]))
+                if bar:
+                    bar.update(len(chunk))
+        finally:
+            plan.stop_calibration()
+        if bar:
+            print(flush=True)
+        times['forward_s'] = time.perf_counter() - t0
+        logger.info(f'mmdopq: stage 1/3 observe: {times["forward_s"]:.1f}s')
+        t = time.perf_counter()
+        plan.calibrate_sites()
+        times['calibrate_s'] = time.perf_counter() - t
+        logger.info(
+            f'mmdopq: stage 1/3 calibrate {len(plan.sites)} sites: {times["calibrate_s"]:.1f}s'
+        )
+        t = time.perf_counter()
+        folds = plan.reparameterize()
+        times['reparameterize_s'] = time.perf_counter() - t
+        capped = sum(r.n_capped for r in folds.values())
+        logger.info(
+            f'mmdopq: stage 2/3 reparameterize {len(folds)} LayerNorms (rule '
+            f'{recipe.reparam_rule}, {capped} channels capped): '
+            f'{times["reparameterize_s"]:.1f}s'
+        )
+        t = time.perf_counter()
+        plan.recalibrate(model)
+        self._broadcast(model)
+        times['recalibrate_s'] = time.perf_counter() - t
+        times['total_s'] = time.perf_counter() - t0
+        logger.info(
+            f'mmdopq: stage 3/3 re-calibrate: {times["recalibrate_s"]:.1f}s; '
+            f'calibration total {times["total_s"]:.1f}s'
+        )
+        model.train(was_training)
+        self.record = dict(
+            skipped=False,
+            num_images=len(ids),
+            selection=self.selection,
+            seed=self.seed,
+            calib_ids=ids,
+            calib_indices=indices,
+            calib_files=[info.get('img_path') for info in infos],
+            times=times,
+            plan=plan.summary(),
+            recipe=recipe.to_dict(),
+        )
+        if is_main_process():
+            self._write(runner.work_dir, self.record)
+        return self.record
+
+    @staticmethod
+    def _broadcast(model) -> None:
+        if get_world_size() == 1:
+            return
+        for tensor in model.state_dict().values():
+            broadcast(tensor, src=0)
+
+    def _write(self, work_dir: str, record: dict) -> None:
+        os.makedirs(work_dir, exist_ok=True)
+        dump_json_atomic(record, osp.join(work_dir, self.ids_file))

@@ -1,0 +1,109 @@
+"""``mmdopq.QuantizedModel``: build a float model and make it quantizable in place."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Optional
+
+from mmengine.registry import MODELS as ROOT_MODELS
+from mmengine.registry import DefaultScope
+from torch import nn
+
+from ..adapters import QuantPlan, QuantRecipe, get_adapter
+from ..registry import MODELS
+
+_CLASS_CACHE: dict[type, type] = {}
+
+
+@MODELS.register_module()
+class QuantizedModel:
+    """A float model (any mmdet detector, or a classifier) with quantization sites.
+
+    ``QuantizedModel(architecture=..., quant=...)`` builds ``architecture`` in
+    the host scope, lets the matching adapter swap in quantized layers (float
+    mode: bit-exact with the original), and returns **the model itself**, its
+    class swapped for a subclass of both its own class and ``QuantizedModel``.
+    So the state dict keeps the float keys (plus quantizer buffers), float and
+    quantized checkpoints load with stock mmengine tools, and ``predict``,
+    ``loss``, ``data_preprocessor`` and mmdet's visualisation behave as the
+    detector's; ``isinstance(model, QuantizedModel)`` identifies it.
+
+    Args:
+        architecture: Config of the float model (e.g. ``MaskRCNN``).
+        quant: The quantization config (see :class:`~mmdopq.adapters.QuantRecipe`).
+        data_preprocessor: Overrides ``architecture.data_preprocessor`` if given.
+        init_cfg: Overrides ``architecture.init_cfg`` if given.
+        adapter: Adapter name, or ``'auto'`` to pick one from the model.
+        scope: Registry scope the architecture is built in.
+
+    Attributes (of the returned model):
+        quant_plan (QuantPlan): Declared sites, LayerNorm pairs, calibration steps.
+        quant_recipe (QuantRecipe): Resolved quantization settings.
+        quant_state_keys (set[str]): State-dict keys the quantization added.
+    """
+
+    quant_plan: QuantPlan
+    quant_recipe: QuantRecipe
+    quant_state_keys: set
+
+    def __new__(
+        cls,
+        architecture: dict,
+        quant: dict,
+        data_preprocessor: Optional[dict] = None,
+        init_cfg: Optional[Any] = None,
+        adapter: str = 'auto',
+        scope: str = 'mmdet',
+    ) -> nn.Module:
+        if not isinstance(architecture, dict) or 'type' not in architecture:
+            raise ValueError('QuantizedModel needs `architecture`, a model config with a type')
+        recipe = QuantRecipe.from_cfg(quant)
+        arch = copy.deepcopy(dict(architecture))
+        if data_preprocessor is not None:
+            arch['data_preprocessor'] = data_preprocessor
+        if init_cfg is not None:
+            arch['init_cfg'] = init_cfg
+        with DefaultScope.overwrite_default_scope(scope):
+            model = ROOT_MODELS.build(arch)
+        float_keys = set(model.state_dict())
+        plan = get_adapter(adapter, model)(model, recipe)
+        model.__class__ = _quantized_class(type(model))
+        model.quant_plan = plan
+        model.quant_recipe = recipe
+        model.quant_state_keys = set(model.state_dict()) - float_keys
+        return model
+
+    def __init__(self, *args, **kwargs) -> None:
+        # The instance was fully built by __new__ (Python calls __init__ on it).
+        pass
+
+    @property
+    def is_quant_calibrated(self) -> bool:
+        """True when every declared quantization site holds calibrated parameters."""
+        return self.quant_plan.is_calibrated
+
+
+def _quantized_class(base: type) -> type:
+    """``Quantized<Base>``: a subclass of ``QuantizedModel`` and ``base`` (cached)."""
+    if issubclass(base, QuantizedModel):
+        return base
+    if base not in _CLASS_CACHE:
+        name = f'Quantized{base.__name__}'
+        cls = type(
+            name,
+            (QuantizedModel, base),
+            {
+                '__module__': __name__,
+                '__qualname__': name,
+                '__doc__': base.__doc__,
+                # copy/pickle re-create instances with cls.__new__(cls): plain allocation.
+                '__new__': _allocate,
+            },
+        )
+        _CLASS_CACHE[base] = cls
+        globals().setdefault(name, cls)  # importable by name, so the model pickles
+    return _CLASS_CACHE[base]
+
+
+def _allocate(cls, *args, **kwargs):
+    return object.__new__(cls)

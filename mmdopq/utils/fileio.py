@@ -1,0 +1,55 @@
+"""Atomic writes: a temp file in the target directory, then a rename.
+
+A crash or an error never leaves a partial ``results.json`` or checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import os.path as osp
+import tempfile
+from typing import Any, Callable
+
+
+def write_atomic(path: str, write: Callable[[str], Any]) -> str:
+    """Call ``write(tmp_path)`` then rename ``tmp_path`` to ``path``; returns ``path``."""
+    directory = osp.dirname(osp.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.' + osp.basename(path) + '.', suffix='.tmp')
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if osp.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def to_jsonable(o: Any) -> Any:
+    """Plain JSON values: numpy/torch to lists and numbers, non-finite floats to strings."""
+    if hasattr(o, 'tolist'):  # numpy scalars/arrays, torch tensors
+        o = o.tolist()
+    if isinstance(o, dict):
+        return {str(k): to_jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple, set)):
+        return [to_jsonable(v) for v in o]
+    if isinstance(o, float) and not math.isfinite(o):
+        return str(o)  # 'inf', 'nan': strict JSON has no such numbers
+    if o is None or isinstance(o, (bool, int, float, str)):
+        return o
+    return str(o)
+
+
+def dump_json_atomic(obj: Any, path: str, indent: int = 2) -> str:
+    """Write ``obj`` as JSON to ``path`` atomically (numpy/torch values converted)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, 'w') as f:
+            json.dump(to_jsonable(obj), f, indent=indent, allow_nan=False)
+            f.write('\n')
+
+    return write_atomic(path, write)

@@ -1,0 +1,442 @@
+"""timm adapters (ViT / DeiT / Swin): float exactness, keys, sites, post-Softmax, padding."""
+
+import copy
+import math
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from timm.models.deit import VisionTransformerDistilled
+from timm.models.swin_transformer import SwinTransformer
+from torch import nn
+
+from mmdopq.adapters import ADAPTERS, QuantRecipe, get_adapter
+from mmdopq.adapters.timm_swin import (
+    QuantSwinTransformerBlock,
+    QuantWindowAttention,
+    adapt_timm_swin,
+)
+from mmdopq.adapters.timm_vit import QuantAttention, adapt_timm_classifier, adapt_timm_vit
+from mmdopq.nn import QuantConv2d, QuantLinear, QuantMatMul, set_quant_mode
+from mmdopq.quantizers import LogSqrt2Quantizer, TanQuantizer, UniformQuantizer
+
+VIT_KW = dict(
+    pretrained=False, img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=10
+)
+#: 60 / patch 4 = 15x15 tokens, window 4: stage 0 pads every window row/column to 16.
+SWIN_IMG = 60
+SWIN_WINDOW = 4
+ARCHS = ('vit', 'deit_distilled', 'vit_norms', 'swin')
+
+
+def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial LayerNorm affines with a few outlier channels (so folds really move)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.LayerNorm) and m.elementwise_affine:
+                c = m.weight.numel()
+                m.weight.copy_(torch.rand(c, generator=gen) + 0.5)
+                m.weight[:2] *= 8.0
+                m.bias.copy_(torch.randn(c, generator=gen) * 0.5)
+    return model
+
+
+def build(arch: str) -> nn.Module:
+    torch.manual_seed(0)
+    if arch == 'vit':
+        model = timm.create_model('vit_tiny_patch16_224', **VIT_KW)
+    elif arch == 'deit_distilled':
+        model = timm.create_model('deit_tiny_distilled_patch16_224', **VIT_KW)
+        assert isinstance(model, VisionTransformerDistilled)
+    elif arch == 'vit_norms':
+        # qk_norm + scale norms in attention and MLP, avg pooling with fc_norm
+        model = timm.create_model(
+            'vit_tiny_patch16_224',
+            qk_norm=True,
+            scale_attn_norm=True,
+            scale_mlp_norm=True,
+            global_pool='avg',
+            **VIT_KW,
+        )
+    else:
+        model = SwinTransformer(
+            img_size=SWIN_IMG,
+            patch_size=4,
+            window_size=SWIN_WINDOW,
+            embed_dim=16,
+            depths=(2, 2),
+            num_heads=(1, 2),
+            num_classes=10,
+        )
+    return randomize_norms(model).eval()
+
+
+def inputs(arch: str, n: int = 4, seed: int = 0) -> torch.Tensor:
+    size = SWIN_IMG if arch == 'swin' else VIT_KW['img_size']
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def with_fused(model: nn.Module, fused: bool) -> nn.Module:
+    ref = copy.deepcopy(model)
+    for m in ref.modules():
+        if hasattr(m, 'fused_attn'):
+            m.fused_attn = fused
+    return ref
+
+
+def recipe(name: str = 'dopq', **kw) -> QuantRecipe:
+    return QuantRecipe.from_cfg(dict(recipe=name, wbits=4, abits=4, **kw))
+
+
+def adapt(model: nn.Module, rcp: QuantRecipe):
+    return get_adapter('auto', model)(model, rcp)
+
+
+def calibrate(model, plan, arch, n_batches=2):
+    plan.start_calibration(model)
+    with torch.no_grad():
+        for i in range(n_batches):
+            model(inputs(arch, n=2, seed=100 + i))
+    plan.calibrate_sites()
+    plan.reparameterize()
+    plan.recalibrate(model)
+
+
+def all_quantizers(plan):
+    for layer in plan.sites.values():
+        for _, q in layer.quantizers():
+            yield q
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((out - ref).abs().max() / ref.abs().max())
+
+
+# -- float mode -----------------------------------------------------------------------
+@pytest.mark.parametrize('arch', ARCHS)
+def test_float_mode_equals_timm(arch):
+    model = build(arch)
+    unfused, fused = with_fused(model, False), with_fused(model, True)
+    plan = adapt(model, recipe())
+    set_quant_mode(model, 'float')
+    x = inputs(arch)
+    with torch.no_grad():
+        out = model(x)
+        assert torch.equal(out, unfused(x))
+        torch.testing.assert_close(out, fused(x), rtol=1e-5, atol=1e-5)
+    assert plan.sites and all(layer.quant_mode == 'float' for layer in plan.sites.values())
+
+
+def test_vit_attn_mask_float_exact():
+    model = build('vit')
+    ref = with_fused(model, False)
+    adapt(model, recipe())
+    x = inputs('vit')
+    n_tok = 1 + (VIT_KW['img_size'] // VIT_KW['patch_size']) ** 2
+    mask = torch.rand(n_tok, n_tok, generator=torch.Generator().manual_seed(1)) > 0.3
+    mask |= torch.eye(n_tok, dtype=torch.bool)
+    with torch.no_grad():
+        assert torch.equal(model(x, attn_mask=mask), ref(x, attn_mask=mask))
+        assert torch.equal(model(x, is_causal=True), ref(x, is_causal=True))
+
+
+def test_classes_swapped():
+    vit, swin = build('vit'), build('swin')
+    adapt(vit, recipe())
+    adapt(swin, recipe())
+    assert all(type(b.attn) is QuantAttention for b in vit.blocks)
+    for stage in swin.layers:
+        for b in stage.blocks:
+            assert type(b) is QuantSwinTransformerBlock and type(b.attn) is QuantWindowAttention
+
+
+# -- state dict -----------------------------------------------------------------------
+@pytest.mark.parametrize('arch', ARCHS)
+def test_state_dict_keys(arch):
+    model = build(arch)
+    float_sd = copy.deepcopy(model.state_dict())
+    plan = adapt(model, recipe())
+    own = set(model.state_dict())
+    assert set(float_sd) <= own
+    extra = own - set(float_sd)
+    # QuantPlan.add_pair gives a bias-less LN consumer (Swin's PatchMerging.reduction) a zero
+    # bias, which the fold needs; everything else added is quantizer state or input_offset.
+    added_bias = {f'{c}.bias' for p in plan.norm_pairs for c in p.consumers} - set(float_sd)
+    assert added_bias == ({'layers.1.downsample.reduction.bias'} if arch == 'swin' else set())
+    assert extra and all(
+        'quantizer' in k or k.endswith('.input_offset') or k in added_bias for k in extra
+    )
+    if arch == 'swin':
+        assert any(k.endswith('attn.input_offset') for k in extra)
+    missing, unexpected = model.load_state_dict(float_sd, strict=False)
+    assert not unexpected and set(missing) == extra
+
+
+# -- post-Softmax quantizer -----------------------------------------------------------
+@pytest.mark.parametrize('arch', ('vit', 'swin'))
+@pytest.mark.parametrize('name,cls', [('dopq', TanQuantizer), ('repq', LogSqrt2Quantizer)])
+def test_post_softmax_quantizer_runs(arch, name, cls):
+    model = build(arch)
+    plan = adapt(model, recipe(name))
+    n_blocks = len(model.blocks) if arch == 'vit' else sum(len(s.blocks) for s in model.layers)
+    assert len(plan.post_softmax_sites) == n_blocks
+    calls = {}
+    for site in plan.post_softmax_sites:
+        mm = plan.sites[site]
+        assert isinstance(mm, QuantMatMul) and isinstance(mm.quantizer_a, cls)
+        q = mm.quantizer_a
+        for meth in ('observe', 'forward'):
+            orig = getattr(q, meth)
+
+            def counted(x, _orig=orig, _key=(site, meth)):
+                calls[_key] = calls.get(_key, 0) + 1
+                return _orig(x)
+
+            setattr(q, meth, counted)
+    calibrate(model, plan, arch)
+    for site in plan.post_softmax_sites:
+        q = plan.sites[site].quantizer_a
+        assert calls.get((site, 'observe'), 0) >= 2, site
+        assert bool(q.calibrated), site
+    assert not any(meth == 'forward' for _, meth in calls)
+    with torch.no_grad():
+        model(inputs(arch))
+    for site in plan.post_softmax_sites:
+        assert calls.get((site, 'forward'), 0) == 1, site
+
+
+# -- full calibration -----------------------------------------------------------------
+@pytest.mark.parametrize('arch', ARCHS)
+@pytest.mark.parametrize('name', ('dopq', 'repq'))
+def test_full_calibration(arch, name):
+    model = build(arch)
+    ref = copy.deepcopy(model)
+    plan = adapt(model, recipe(name))
+    calibrate(model, plan, arch)
+    assert plan.uncalibrated_sites() == [] and plan.is_calibrated
+    assert len(plan.fold_results) == len(plan.norm_pairs)
+    for pair in plan.norm_pairs:  # folded: every post-LN input quantizer is per tensor now
+        for c in pair.consumers:
+            q = plan.sites[c].input_quantizer
+            assert isinstance(q, UniformQuantizer) and q.scale.dim() == 0
+    x = inputs(arch, seed=7)
+    with torch.no_grad():
+        out, out_ref = model(x), ref(x)
+    assert torch.isfinite(out).all()
+    assert not torch.allclose(out, out_ref)
+
+
+# -- reparameterization is exact in float (Swin: with window padding) ---------------
+@pytest.mark.parametrize('arch', ARCHS)
+@pytest.mark.parametrize('rule', ('mad', 'mean'))
+def test_reparam_float_equivalence(arch, rule):
+    model = build(arch)
+    ref = copy.deepcopy(model)
+    plan = adapt(model, recipe('dopq', reparam_rule=rule))
+    calibrate(model, plan, arch)
+    for q in all_quantizers(plan):
+        q.enabled = False
+    x = inputs(arch, seed=3)
+    with torch.no_grad():
+        out, out_ref = model(x), ref(x)
+    assert rel_err(out, out_ref) < 1e-4
+    if arch == 'swin':
+        # the configuration really pads after the (folded) norm1 ...
+        blk = model.layers[0].blocks[0]
+        h, w = blk.input_resolution
+        assert h % blk.window_size[0] and w % blk.window_size[1]
+        offsets = [
+            plan.fold_results[p.name].zero_image
+            for p in plan.norm_pairs
+            if p.zero_image_owner is not None
+        ]
+        assert len(offsets) == 4 and all(o.abs().max() > 1e-3 for o in offsets)
+        # ... the attention branch of a padded block matches, and padding with a plain zero
+        # would be visibly wrong there (the residual stream hides it in the logits)
+        assert rel_err(first_attn_branch(model, x), first_attn_branch(ref, x)) < 1e-5
+        orig = QuantSwinTransformerBlock._pad
+        QuantSwinTransformerBlock._pad = lambda self, t, ph, pw: F.pad(t, (0, 0, 0, pw, 0, ph))
+        try:
+            naive = first_attn_branch(model, x)
+        finally:
+            QuantSwinTransformerBlock._pad = orig
+        assert rel_err(naive, first_attn_branch(ref, x)) > 1e-2
+
+
+def first_attn_branch(model, x):
+    """Attention branch of the first Swin block (padded windows), before the residual."""
+    with torch.no_grad():
+        block = model.layers[0].blocks[0]
+        return block._attn(block.norm1(model.patch_embed(x)))
+
+
+def test_mosf_caps_outlier_channels():
+    model = build('vit')
+    plan = adapt(model, recipe('dopq'))
+    calibrate(model, plan, 'vit')
+    assert any(r.k is not None for r in plan.fold_results.values())
+
+
+# -- declared sites ---------------------------------------------------------------------
+def linear_layers(model):
+    return {n: m for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+
+
+def head_names(arch):
+    return {
+        'vit': ['head'],
+        'vit_norms': ['head'],
+        'deit_distilled': ['head', 'head_dist'],
+        'swin': ['head.fc'],
+    }[arch]
+
+
+@pytest.mark.parametrize('arch', ARCHS)
+def test_every_layer_is_a_site(arch):
+    model = build(arch)
+    plan = adapt(model, recipe(scope='whole'))
+    layers = linear_layers(model)
+    assert set(layers) == {n for n, s in plan.sites.items() if not isinstance(s, QuantMatMul)}
+    assert all(isinstance(m, (QuantLinear, QuantConv2d)) for m in layers.values())
+    assert all(plan.sites[n] is m for n, m in layers.items())
+    pe = plan.sites['patch_embed.proj']
+    assert isinstance(pe, QuantConv2d) and pe.input_quantizer.bits == 8
+    matmuls = {n for n, s in plan.sites.items() if isinstance(s, QuantMatMul)}
+    assert {n for n in matmuls if n.endswith('av_matmul')} == set(plan.post_softmax_sites)
+    assert len(matmuls) == 2 * len(plan.post_softmax_sites)
+    assert all(dict(model.named_modules())[n] is plan.sites[n] for n in matmuls)
+    pairs = {p.name: p.consumers for p in plan.norm_pairs}
+    if arch == 'swin':
+        assert pairs['layers.1.downsample.norm'] == ['layers.1.downsample.reduction']
+        assert pairs['layers.0.blocks.1.norm1'] == ['layers.0.blocks.1.attn.qkv']
+    else:
+        assert pairs['blocks.0.norm1'] == ['blocks.0.attn.qkv']
+        assert pairs['blocks.1.norm2'] == ['blocks.1.mlp.fc1']
+        if arch == 'vit_norms':
+            assert pairs['blocks.0.attn.norm'] == ['blocks.0.attn.proj']
+            assert pairs['blocks.0.mlp.norm'] == ['blocks.0.mlp.fc2']
+
+
+@pytest.mark.parametrize('arch', ARCHS)
+def test_backbone_scope_keeps_head_float(arch):
+    whole = adapt(build(arch), recipe('repq', scope='whole'))
+    model = build(arch)
+    plan = adapt(model, recipe('repq', scope='backbone'))
+    heads = head_names(arch)
+    modules = dict(model.named_modules())
+    for h in heads:
+        assert type(modules[h]) is nn.Linear and h not in plan.sites
+    assert set(plan.sites) == set(whole.sites) - set(heads)
+    calibrate(model, plan, arch)
+    assert plan.uncalibrated_sites() == []
+
+
+# -- dispatch, wrappers, rejection ----------------------------------------------------
+class Wrapper(nn.Module):
+    def __init__(self, timm_model):
+        super().__init__()
+        self.timm_model = timm_model
+
+    def forward(self, x):
+        return self.timm_model(x)
+
+
+@pytest.mark.parametrize('arch', ('vit', 'swin'))
+def test_wrapper_prefix_and_auto(arch):
+    wrapper = Wrapper(build(arch))
+    plan = get_adapter('auto', wrapper)(wrapper, recipe('dopq' if arch == 'swin' else 'repq'))
+    assert all(n.startswith('timm_model.') for n in plan.sites)
+    modules = dict(wrapper.named_modules())
+    assert all(modules[n] is s for n, s in plan.sites.items())
+    assert all(p.name in modules and modules[p.name] is p.norm for p in plan.norm_pairs)
+    calibrate(wrapper, plan, arch)
+    assert plan.uncalibrated_sites() == []
+
+
+def test_named_adapters_check_architecture():
+    for name in ('timm', 'timm_vit', 'timm_swin'):
+        assert name in ADAPTERS
+    vit, swin = build('vit'), build('swin')
+    with pytest.raises(TypeError, match='SwinTransformer'):
+        ADAPTERS['timm_swin']()(vit, recipe())
+    with pytest.raises(TypeError, match='VisionTransformer'):
+        ADAPTERS['timm_vit']()(swin, recipe())
+    assert len(ADAPTERS['timm_vit']()(vit, recipe()).post_softmax_sites) == 2
+    assert adapt_timm_classifier(swin, recipe()).sites
+
+
+def test_rejects_unsupported():
+    rcp = recipe()
+    with pytest.raises(TypeError, match='attn_pool'):
+        adapt_timm_vit(timm.create_model('vit_tiny_patch16_224', global_pool='map', **VIT_KW), rcp)
+    with pytest.raises(TypeError, match=r'blocks\.0\.attn'):
+        adapt_timm_vit(timm.create_model('vit_tiny_patch16_224', attn_layer='diff', **VIT_KW), rcp)
+    with pytest.raises(TypeError, match='SwinTransformer'):
+        adapt_timm_swin(build('vit'), rcp)
+    vit = build('vit')
+    adapt_timm_vit(vit, rcp)
+    with pytest.raises(TypeError, match='already adapted'):
+        adapt_timm_vit(vit, rcp)
+    with pytest.raises(ValueError, match='no adapter'):
+        get_adapter('auto', nn.Linear(2, 2))
+
+
+def test_recipe_bits_reach_sites():
+    plan = adapt(build('swin'), recipe(name='repq'))
+    sites = plan.sites
+    assert sites['layers.0.blocks.0.attn.qkv'].input_quantizer.per_channel
+    assert not sites['layers.0.blocks.0.attn.proj'].input_quantizer.per_channel
+    assert sites['layers.0.blocks.0.attn.av_matmul'].a_objective == 'tensor'
+    assert all(
+        q.bits == 4 for n, s in sites.items() if n != 'patch_embed.proj' for _, q in s.quantizers()
+    )
+    assert math.isclose(sites['layers.0.blocks.0.attn.qk_matmul'].quantizer_a.n_levels, 16)
+
+
+@pytest.mark.parametrize('arch', ('vit', 'swin'))
+def test_rejected_model_is_left_untouched(arch):
+    model = build(arch)
+    last = model.blocks[-1] if arch == 'vit' else model.layers[-1].blocks[-1]
+    last.mlp = nn.Sequential(nn.Linear(4, 4))  # not a timm Mlp
+    before = copy.deepcopy(model.state_dict())
+    bad = 'blocks.1.mlp' if arch == 'vit' else 'layers.1.blocks.1.mlp'
+    with pytest.raises(TypeError, match=bad.replace('.', r'\.')):
+        adapt(model, recipe())
+    assert set(model.state_dict()) == set(before)
+    assert not any(isinstance(m, (QuantLinear, QuantConv2d, QuantMatMul)) for m in model.modules())
+    first = model.blocks[0] if arch == 'vit' else model.layers[0].blocks[0]
+    assert type(first.attn).__name__ in ('Attention', 'WindowAttention')
+
+
+def test_swin_dynamic_img_size_padding():
+    """``strict_img_size=False``: masks built per input (``dynamic_mask``), any size pads."""
+    torch.manual_seed(0)
+    model = SwinTransformer(
+        img_size=64,
+        patch_size=4,
+        window_size=SWIN_WINDOW,
+        embed_dim=16,
+        depths=(2, 2),
+        num_heads=(1, 2),
+        num_classes=10,
+        strict_img_size=False,
+    )
+    model = randomize_norms(model).eval()
+    ref, unfused = copy.deepcopy(model), with_fused(model, False)
+    plan = adapt(model, recipe('repq'))
+    x = torch.randn(2, 3, 52, 44, generator=torch.Generator().manual_seed(5))  # 13x11 tokens
+    with torch.no_grad():
+        assert torch.equal(model(x), unfused(x))
+    plan.start_calibration(model)
+    with torch.no_grad():
+        model(x)
+    plan.calibrate_sites()
+    plan.reparameterize()
+    plan.recalibrate(model)
+    for q in all_quantizers(plan):
+        q.enabled = False
+    with torch.no_grad():
+        assert rel_err(model(x), ref(x)) < 1e-4
+        assert rel_err(first_attn_branch(model, x), first_attn_branch(ref, x)) < 1e-5

@@ -1,0 +1,300 @@
+"""Quantize a model with an mmdopq config, evaluate it, save it.
+
+Train-style entry point, like mmdet's ``tools/test.py``::
+
+    python tools/quantize.py CONFIG CHECKPOINT [--work-dir DIR] [--cfg-options k=v ...]
+                             [--out preds.pkl] [--launcher none|pytorch|slurm]
+
+``CHECKPOINT`` is a float checkpoint (calibration runs: calibrate -> reparameterize
+-> re-calibrate) or a quantized checkpoint written by this tool (evaluated as
+is). Writes into the work dir: ``results.json`` (metrics, recipe, bits, scope,
+calibration ids and size, seed, versions, wall times), ``calib_ids.json`` and
+the quantized checkpoint ``quantized.pth`` (atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import os.path as osp
+import platform
+import sys
+import time
+
+import mmdopq  # noqa: F401  (version checks, checkpoint compat)
+from mmdopq.adapters import QuantRecipe
+from mmdopq.utils.data_checks import check_dataset_cfg
+from mmdopq.utils.fileio import dump_json_atomic, write_atomic
+
+
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+
+    parser = argparse.ArgumentParser(
+        description='mmdopq: post-training quantization and evaluation of a model'
+    )
+    parser.add_argument('config', help='mmdopq config file')
+    parser.add_argument(
+        'checkpoint',
+        help='float or quantized checkpoint (.pth/.bin/.safetensors), or timm://<name> for '
+        "timm's pretrained weights (needs the model hub)",
+    )
+    parser.add_argument('--work-dir', help='directory for logs, results.json and quantized.pth')
+    parser.add_argument('--out', help='dump predictions to this pickle file (like mmdet)')
+    parser.add_argument('--no-save', action='store_true', help='do not write quantized.pth')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction, help='override config keys, xxx=yyy format'
+    )
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher',
+    )
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def load_config(args):
+    from mmengine.config import Config
+
+    if not osp.isfile(args.config):
+        raise FileNotFoundError(f'config file not found: {args.config}')
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    cfg.launcher = args.launcher
+    if args.work_dir:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    model_cfg = cfg.get('model', {})
+    if model_cfg.get('type') != 'mmdopq.QuantizedModel':
+        raise ValueError(
+            f'{args.config}: model.type must be mmdopq.QuantizedModel, got '
+            f'{model_cfg.get("type")!r}'
+        )
+    recipe = QuantRecipe.from_cfg(model_cfg.get('quant', {}))  # fail early on bad quant keys
+    hooks = [
+        h
+        for h in cfg.get('custom_hooks', [])
+        if h.get('type') in ('mmdopq.QuantCalibrationHook', 'QuantCalibrationHook')
+    ]
+    if len(hooks) != 1:
+        raise ValueError(
+            f'{args.config}: custom_hooks needs exactly one mmdopq.QuantCalibrationHook'
+        )
+    check_dataset_cfg(cfg.test_dataloader.dataset, 'test_dataloader.dataset')
+    calib_dataset = dict(hooks[0]['dataloader']['dataset'])
+    calib_dataset.setdefault('pipeline', cfg.test_dataloader.dataset.get('pipeline'))
+    check_dataset_cfg(calib_dataset, 'custom_hooks.QuantCalibrationHook.dataloader.dataset')
+    if args.out:
+        if not args.out.endswith(('.pkl', '.pickle')):
+            raise ValueError(f'--out must be a .pkl or .pickle file, got {args.out}')
+        evaluator = cfg.test_evaluator
+        metrics = evaluator if isinstance(evaluator, (list, tuple)) else [evaluator]
+        detection = any('Coco' in str(m.get('type', '')) for m in metrics)
+        # mmdet's dumper keeps masks RLE-encoded; mmengine's is generic (classification)
+        dump = dict(type='DumpDetResults' if detection else 'DumpResults', out_file_path=args.out)
+        if isinstance(evaluator, (list, tuple)):
+            cfg.test_evaluator = [*evaluator, dump]
+        else:
+            cfg.test_evaluator = [evaluator, dump]
+    return cfg, recipe
+
+
+def load_checkpoint_file(path: str) -> dict:
+    """Read a checkpoint's state dict, with errors that name the file."""
+    from mmengine.runner import CheckpointLoader
+
+    if path.startswith(TIMM_PREFIX):
+        ckpt = dict(state_dict=timm_pretrained_state(path[len(TIMM_PREFIX) :]))
+    elif not osp.isfile(path):
+        raise FileNotFoundError(f'checkpoint not found: {path}')
+    else:
+        try:
+            if path.endswith('.safetensors'):
+                from safetensors.torch import load_file
+
+                ckpt = dict(state_dict=load_file(path, device='cpu'))
+            else:  # .pth / .bin / .pt: torch pickles
+                ckpt = CheckpointLoader.load_checkpoint(path, map_location='cpu')
+        except Exception as e:
+            raise RuntimeError(
+                f'checkpoint {path} could not be read ({type(e).__name__}: {e})'
+            ) from e
+    if isinstance(ckpt, dict) and 'model' in ckpt and 'state_dict' not in ckpt:
+        ckpt = dict(ckpt, state_dict=ckpt['model'])  # timm / DeiT training checkpoints
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not state:
+        raise RuntimeError(f'checkpoint {path} holds no state dict')
+    return dict(ckpt=ckpt, state_dict={k.removeprefix('module.'): v for k, v in state.items()})
+
+
+TIMM_PREFIX = 'timm://'
+HUB_HOST = ('huggingface.co', 443)
+
+
+def timm_pretrained_state(name: str, timeout: float = 5.0) -> dict:
+    """State dict of timm's pretrained ``name``; a clear error when the hub is unreachable."""
+    import socket
+
+    import timm
+
+    try:
+        socket.create_connection(HUB_HOST, timeout=timeout).close()
+    except OSError as e:
+        raise RuntimeError(
+            f'{TIMM_PREFIX}{name}: the model hub ({HUB_HOST[0]}) is not reachable from this '
+            f'machine ({e}); download the weights elsewhere and pass the file instead'
+        ) from e
+    return timm.create_model(name, pretrained=True).state_dict()
+
+
+def load_into(model, state_dict: dict, path: str) -> bool:
+    """Load ``state_dict`` strictly up to quantizer state; returns True if it was quantized."""
+    own = model.state_dict()
+    quant_keys = model.quant_state_keys
+    missing = sorted(set(own) - set(state_dict) - quant_keys)
+    unexpected = sorted(set(state_dict) - set(own))
+    shapes = sorted(
+        k
+        for k in set(own) & set(state_dict)
+        if k not in quant_keys and own[k].shape != state_dict[k].shape
+    )
+    if missing or unexpected or shapes:
+        parts = []
+        for what, keys in (
+            ('missing keys', missing),
+            ('unexpected keys', unexpected),
+            ('shape mismatches', shapes),
+        ):
+            if keys:
+                more = f' (+{len(keys) - 15} more)' if len(keys) > 15 else ''
+                parts.append(f'{len(keys)} {what}: {keys[:15]}{more}')
+        raise RuntimeError(
+            f'checkpoint {path} does not match the config; refusing to quantize a '
+            'model that did not load. ' + '; '.join(parts)
+        )
+    has_quant = any(k in state_dict for k in quant_keys)
+    model.load_state_dict(state_dict, strict=False)
+    return has_quant
+
+
+def check_same_recipe(ckpt: dict, recipe: QuantRecipe, path: str) -> None:
+    """A quantized checkpoint must have been made with the config's recipe."""
+    saved = (ckpt.get('meta') or {}).get('recipe') or {}
+    keys = ('recipe', 'wbits', 'abits', 'scope', 'post_softmax', 'reparam_rule')
+    diff = {
+        k: (saved.get(k), getattr(recipe, k))
+        for k in keys
+        if k in saved and saved.get(k) != getattr(recipe, k)
+    }
+    if diff:
+        raise RuntimeError(
+            f'quantized checkpoint {path} was made with another recipe than the '
+            f'config (checkpoint vs config): {diff}'
+        )
+
+
+def versions() -> dict:
+    import mmcv
+    import mmengine
+    import torch
+
+    out = dict(
+        python=platform.python_version(),
+        torch=torch.__version__,
+        mmcv=mmcv.__version__,
+        mmengine=mmengine.__version__,
+        mmdopq=mmdopq.__version__,
+        machine=f'{platform.machine()} {platform.system()}',
+        cpu_threads=torch.get_num_threads(),
+        cuda=torch.cuda.is_available(),
+    )
+    for name in ('mmdet', 'timm'):
+        try:
+            out[name] = __import__(name).__version__
+        except ImportError:
+            pass
+    return out
+
+
+def save_quantized(runner, model, path: str, meta: dict) -> None:
+    from mmengine.runner import save_checkpoint
+
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    ckpt = dict(meta=dict(meta, mmdopq_quantized=True), state_dict=state)
+    write_atomic(path, lambda tmp: save_checkpoint(ckpt, tmp))
+
+
+def main(argv=None) -> dict:
+    """Run the tool; returns the results record (also written to results.json)."""
+    args = parse_args(argv)
+    from mmengine.dist import is_main_process
+    from mmengine.model import is_model_wrapper
+    from mmengine.runner import Runner
+
+    from mmdopq.engine.hooks import QuantCalibrationHook
+
+    cfg, recipe = load_config(args)
+    loaded = load_checkpoint_file(args.checkpoint)
+    cfg.load_from = None  # loaded below, strictly
+    runner = Runner.from_cfg(cfg)
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    check_same_recipe(loaded['ckpt'], recipe, args.checkpoint)
+    was_quantized = load_into(model, loaded['state_dict'], args.checkpoint)
+    hook = next(h for h in runner.hooks if isinstance(h, QuantCalibrationHook))
+    t0 = time.perf_counter()
+    metrics = runner.test()
+    total_s = time.perf_counter() - t0
+    record = hook.record
+    calib_s = 0.0 if record.get('skipped') else record['times']['total_s']
+    results = dict(
+        config=args.config,
+        checkpoint=args.checkpoint,
+        metrics=metrics,
+        recipe=recipe.recipe,
+        bits=recipe.bits_tag,
+        wbits=recipe.wbits,
+        abits=recipe.abits,
+        scope=recipe.scope,
+        quant=recipe.to_dict(),
+        calibration=dict(
+            from_checkpoint=bool(record.get('skipped')),
+            **{k: v for k, v in record.items() if k not in ('recipe', 'skipped')},
+        ),
+        seed=recipe.seed,
+        calib_s=calib_s,
+        eval_s=total_s - calib_s,
+        total_s=total_s,
+        versions=versions(),
+        argv=sys.argv if argv is None else list(argv),
+        input_checkpoint_quantized=was_quantized,
+    )
+    if is_main_process():
+        if not args.no_save:
+            path = osp.join(cfg.work_dir, 'quantized.pth')
+            save_quantized(
+                runner,
+                model,
+                path,
+                dict(
+                    recipe=recipe.to_dict(),
+                    calibration=results['calibration'],
+                    metrics=metrics,
+                    versions=results['versions'],
+                    config=args.config,
+                ),
+            )
+            results['quantized_checkpoint'] = path
+        dump_json_atomic(results, osp.join(cfg.work_dir, 'results.json'))
+        runner.logger.info(f'mmdopq: results written to {osp.join(cfg.work_dir, "results.json")}')
+    return results
+
+
+if __name__ == '__main__':
+    main()
