@@ -30,9 +30,9 @@ from .base_quantizer import BaseQuantizer, Objective
 
 #: Below this curvature the map is numerically the identity: quantize uniformly.
 ALPHA_EPS = 1e-4
-DEFAULT_CENTRES = tuple(round(0.05 + 0.1 * i, 2) for i in range(10))  # 0.05 .. 0.95
+DEFAULT_CENTRES = tuple(round(0.1 * i, 1) for i in range(1, 10))  # 0.1 .. 0.9
 #: Curvature as a fraction of its upper bound ``pi / (2 max(c, 1 - c))``.
-DEFAULT_FRACTIONS = (0.0, 0.2, 0.4, 0.55, 0.65, 0.75, 0.82, 0.88, 0.92, 0.95, 0.97, 0.985)
+DEFAULT_FRACTIONS = (0.0, 0.3, 0.5, 0.65, 0.75, 0.83, 0.89, 0.93, 0.96, 0.98)
 
 
 def alpha_bound(centre: float) -> float:
@@ -71,7 +71,7 @@ class TanQuantizer(BaseQuantizer):
         centres: Sequence[float] = DEFAULT_CENTRES,
         alpha_fractions: Sequence[float] = DEFAULT_FRACTIONS,
         refine_steps: int = 5,
-        coarse_samples: int = 1 << 18,
+        coarse_samples: int = 1 << 16,
         hist_bins: int = 1 << 14,
         max_samples: int = 1 << 20,
         seed: int = 0,
@@ -145,8 +145,9 @@ class TanQuantizer(BaseQuantizer):
         extra: Sequence[tuple] = (),
     ) -> tuple:
         """Grid search with ``coarse``, then a local refinement scored by ``fine``."""
-        alpha, centre = self._search(coarse, list(extra) + self._grid(self.centres,
-                                                                      self.alpha_fractions))
+        alpha, centre = self._search(
+            coarse, list(extra) + self._grid(self.centres, self.alpha_fractions)
+        )
         if self.refine_steps > 1:
             frac = alpha / alpha_bound(centre)
             c_step = 0.05 if len(self.centres) > 1 else 0.0

@@ -147,7 +147,7 @@ def test_empty_calibration_set(tiny_cfg, float_ckpt, tiny_coco, tmp_path):
     ann['images'], ann['annotations'] = [], []
     empty = tmp_path / 'empty.json'
     empty.write_text(json.dumps(ann))
-    with pytest.raises(ValueError, match='calibration dataset is empty'):
+    with pytest.raises(ValueError, match='calibration dataset .*empty'):
         run(
             tiny_cfg(),
             float_ckpt,

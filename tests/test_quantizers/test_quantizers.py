@@ -313,5 +313,7 @@ def test_uniform_error_bounded_by_half_step(bits, spread, offset, symmetric):
     q = UniformQuantizer(bits, symmetric=symmetric)
     q.calibrate(x)
     y = q(x)
-    assert (y - x).abs().max() <= 0.5 * float(q.scale) * (1 + 1e-4) + 1e-6
+    # half a step, plus float32 rounding of x / s for large |x| / s
+    fp_slack = 8 * torch.finfo(torch.float32).eps * float(x.abs().max())
+    assert (y - x).abs().max() <= 0.5 * float(q.scale) * (1 + 1e-4) + fp_slack + 1e-6
     assert torch.equal(q(y), y)

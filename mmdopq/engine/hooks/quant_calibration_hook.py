@@ -94,7 +94,14 @@ class QuantCalibrationHook(Hook):
                 raise ValueError('the calibration dataset names no pipeline')
             cfg['pipeline'] = copy.deepcopy(runner.cfg.test_dataloader.dataset.pipeline)
         check_dataset_cfg(cfg, 'calibration dataloader.dataset')
-        dataset = DATASETS.build(cfg)
+        try:
+            dataset = DATASETS.build(cfg)
+        except Exception as e:
+            raise ValueError(
+                f'the calibration dataset could not be built (ann_file={cfg.get("ann_file")!r}, '
+                f'data_root={cfg.get("data_root")!r}): {type(e).__name__}: {e} -- is the '
+                'calibration dataset empty?'
+            ) from e
         if len(dataset) == 0:
             raise ValueError(
                 f'the calibration dataset is empty (ann_file={cfg.get("ann_file")!r}, '
