@@ -66,8 +66,11 @@ def test_repq_protocol_calib_config():
     assert 'val2017' in hook.dataloader.dataset.ann_file
 
 
-@pytest.mark.parametrize('path', sorted(glob.glob(
-    osp.join(REPO, 'configs', 'imagenet', '_base_', 'models', '*.py'))), ids=rel)
+@pytest.mark.parametrize(
+    'path',
+    sorted(glob.glob(osp.join(REPO, 'configs', 'imagenet', '_base_', 'models', '*.py'))),
+    ids=rel,
+)
 def test_imagenet_preprocessing_is_timms(path):
     """Resize / crop / mean / std of every ImageNet model config equal timm's eval config."""
     import timm

@@ -200,6 +200,25 @@ def check_same_recipe(ckpt: dict, recipe: QuantRecipe, path: str) -> None:
         )
 
 
+def setup_cpu_distributed(cfg) -> None:
+    """``--launcher pytorch`` without CUDA: start a gloo process group ourselves.
+
+    mmengine 0.10.7's pytorch launcher always calls ``torch.cuda.set_device``,
+    which fails on CPU-only machines. Tests (and CPU clusters) still want sharded
+    evaluation: init gloo from torchrun's environment and let the runner see an
+    initialised process group with ``launcher='none'`` (no DDP wrapper is needed
+    for evaluation; samplers and metric collection use the process group).
+    """
+    import torch
+    import torch.distributed as dist
+
+    if cfg.launcher != 'pytorch' or torch.cuda.is_available():
+        return
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
+    cfg.launcher = 'none'
+
+
 def versions() -> dict:
     import mmcv
     import mmengine
@@ -242,6 +261,7 @@ def main(argv=None) -> dict:
 
     cfg, recipe = load_config(args)
     loaded = load_checkpoint_file(args.checkpoint)
+    setup_cpu_distributed(cfg)
     cfg.load_from = None  # loaded below, strictly
     runner = Runner.from_cfg(cfg)
     model = runner.model.module if is_model_wrapper(runner.model) else runner.model

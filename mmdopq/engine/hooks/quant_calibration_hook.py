@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import os.path as osp
 import time
@@ -11,7 +12,7 @@ from typing import Optional
 import numpy as np
 import torch
 from mmengine.dataset import pseudo_collate
-from mmengine.dist import broadcast, get_world_size, is_main_process
+from mmengine.dist import all_gather_object, broadcast, get_world_size, is_main_process
 from mmengine.hooks import Hook
 from mmengine.logging import MMLogger
 from mmengine.model import is_model_wrapper
@@ -201,7 +202,7 @@ class QuantCalibrationHook(Hook):
         )
         t = time.perf_counter()
         plan.recalibrate(model)
-        self._broadcast(model)
+        rank_digests = self._broadcast(model)
         times['recalibrate_s'] = time.perf_counter() - t
         times['total_s'] = time.perf_counter() - t0
         logger.info(
@@ -220,18 +221,43 @@ class QuantCalibrationHook(Hook):
             times=times,
             plan=plan.summary(),
             recipe=recipe.to_dict(),
+            world_size=get_world_size(),
+            qparams_digest=rank_digests[0],
+            rank_digests=rank_digests,
         )
         if is_main_process():
             self._write(runner.work_dir, self.record)
         return self.record
 
     @staticmethod
-    def _broadcast(model) -> None:
+    def _broadcast(model) -> list:
+        """Give every rank rank 0's parameters; return each rank's digest of them.
+
+        Every rank calibrated on the same images, so the broadcast is a guard
+        against nondeterminism; the digests (gathered from all ranks after the
+        broadcast) prove that all ranks evaluate the same quantized model.
+        """
+        state = model.state_dict()
+        if get_world_size() > 1:
+            for tensor in state.values():
+                broadcast(tensor, src=0)
+        digest = state_digest(state)
         if get_world_size() == 1:
-            return
-        for tensor in model.state_dict().values():
-            broadcast(tensor, src=0)
+            return [digest]
+        digests = all_gather_object(digest)
+        if len(set(digests)) != 1:
+            raise RuntimeError(f'ranks hold different quantization parameters: {digests}')
+        return digests
 
     def _write(self, work_dir: str, record: dict) -> None:
         os.makedirs(work_dir, exist_ok=True)
         dump_json_atomic(record, osp.join(work_dir, self.ids_file))
+
+
+def state_digest(state: dict) -> str:
+    """SHA-256 of every tensor of a state dict (weights, folds and quantizer state)."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        h.update(key.encode())
+        h.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

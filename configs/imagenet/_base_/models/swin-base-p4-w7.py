@@ -1,5 +1,5 @@
-# timm `swin_base_patch4_window7_224` (weights: a local timm checkpoint passed to tools/quantize.py) and timm's
-# evaluation preprocessing for it: resize the short side to floor(224 / crop_pct) = 248
+# timm `swin_base_patch4_window7_224` (weights: a local timm checkpoint given to tools/quantize.py)
+# and timm's evaluation preprocessing for it: resize the short side to floor(224 / crop_pct) = 248
 # (bicubic), centre crop 224, mean/std of its pretrained config (crop_pct 0.9).
 architecture = dict(
     type='TimmClassifier',

@@ -1,0 +1,46 @@
+# mmdopq developer commands. `make test` is the one test command (CI runs it via .ci/run).
+#
+#   make install    create/refresh $(VENV) with torch, mmcv (compiled ops), mmdet, mmdopq
+#   make test       install if needed, then lint, then the test suite (pytest -n 2)
+#   make test-fast  the test suite only, in the existing $(VENV) (alias: make pytest)
+#   make lint       ruff check + ruff format --check
+#   make format     ruff format + ruff check --fix
+#   make clean      remove caches and build artefacts (keeps $(VENV))
+
+VENV ?= .venv
+PY = $(VENV)/bin/python
+RUFF = $(VENV)/bin/ruff
+LINT_PATHS = setup.py mmdopq tools tests configs benchmarks
+# Written by the install target; `make test` re-runs the installer only when this stamp is
+# missing (fresh machine, deleted venv) or older than the files that define the environment.
+INSTALL_STAMP = $(VENV)/.mmdopq-installed
+INSTALL_INPUTS = tools/install.sh setup.py $(wildcard requirements/*.txt)
+
+.PHONY: install test test-fast pytest lint format clean
+
+install:
+	VENV=$(abspath $(VENV)) bash tools/install.sh
+	touch $(INSTALL_STAMP)
+
+$(INSTALL_STAMP): $(INSTALL_INPUTS)
+	$(MAKE) install VENV=$(VENV)
+
+test: $(INSTALL_STAMP)
+	$(MAKE) lint VENV=$(VENV)
+	CI=$${CI:-} $(PY) -m pytest -n 2 --durations=15 tests
+
+test-fast pytest:
+	$(PY) -m pytest -n 2 tests
+
+lint:
+	$(RUFF) check $(LINT_PATHS)
+	$(RUFF) format --check $(LINT_PATHS)
+
+format:
+	$(RUFF) format $(LINT_PATHS)
+	$(RUFF) check --fix $(LINT_PATHS)
+
+clean:
+	find $(wildcard mmdopq tools tests configs benchmarks) -name __pycache__ -type d -prune \
+		-exec rm -rf {} +
+	rm -rf .pytest_cache .ruff_cache .hypothesis build dist *.egg-info

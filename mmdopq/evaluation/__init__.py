@@ -1,0 +1,3 @@
+"""Metrics registered in :data:`mmdopq.registry.METRICS` (imported lazily by MMEngine)."""
+
+__all__: list = []
