@@ -36,7 +36,7 @@ class QuantMatMul(QuantModuleMixin, nn.Module):
         quantizer_a: BaseQuantizer,
         quantizer_b: BaseQuantizer,
         a_objective: str = 'tensor',
-        pair_budget: int = 1 << 21,
+        pair_budget: int = 1 << 20,
         seed: int = 0,
     ) -> None:
         super().__init__()

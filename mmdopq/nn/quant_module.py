@@ -50,10 +50,28 @@ class WeightActQuantMixin(QuantModuleMixin):
 
     def _quant_forward(self, x: Tensor, op: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
         if self.quant_mode == 'quant':
-            return op(self.input_quantizer(x), self.weight_quantizer(self.weight))
+            return op(self.input_quantizer(x), self.quantized_weight())
         if self.quant_mode == 'calib':
             self.input_quantizer.observe(x)
         return op(x, self.weight)
+
+    def quantized_weight(self) -> Tensor:
+        """The fake-quantized weight, cached while weight and quantizer state are unchanged.
+
+        The cache key holds the storage and version counter of the weight and of
+        every quantizer buffer, so in-place updates (``load_state_dict``), new
+        tensors (reparameterization) and recalibration all invalidate it. With
+        autograd recording, nothing is cached.
+        """
+        wq = self.weight_quantizer
+        if torch.is_grad_enabled() and self.weight.requires_grad:
+            return wq(self.weight)
+        tensors = (self.weight, *wq.buffers())
+        key = (wq.enabled, *((t.data_ptr(), t._version) for t in tensors))
+        if getattr(self, '_wq_key', None) != key:
+            self._wq_cache = wq(self.weight.detach())
+            self._wq_key = key
+        return self._wq_cache
 
     @torch.no_grad()
     def calibrate(self) -> None:

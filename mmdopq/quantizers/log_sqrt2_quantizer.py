@@ -45,15 +45,26 @@ class LogSqrt2Quantizer(BaseQuantizer):
         self.percentiles = tuple(float(p) for p in percentiles)
         self.register_buffer('delta', torch.tensor(1.0))
 
+    def _table(self, delta: Tensor) -> Tensor:
+        """Dequantized value of each code ``0 .. 2^b - 1``, then 0 (out of range)."""
+        q = torch.arange(self.n_levels, dtype=torch.float64)
+        vals = float(delta) * torch.exp2(-torch.ceil(q / 2)) * (1 + (q % 2) * SQRT2_MINUS_1)
+        return torch.cat([vals, vals.new_zeros(1)]).to(device=delta.device, dtype=torch.float32)
+
     def _quant(self, x: Tensor, delta: Tensor) -> Tensor:
-        x = x.clamp_min(0)
-        code = torch.round(-2.0 * torch.log2(x / delta))  # +inf for x == 0
-        out_of_range = code >= self.n_levels
-        q = code.clamp(0, self.n_levels - 1)
-        x_hat = (
-            delta * torch.pow(2.0, -torch.ceil(q / 2)) * (1 + torch.remainder(q, 2) * SQRT2_MINUS_1)
-        )
-        return torch.where(out_of_range, torch.zeros_like(x_hat), x_hat)
+        """``code = round(-2 log2(x / delta))``; codes >= 2^b (and x <= 0) dequantize to 0.
+
+        Table lookup on an in-place chain: this is the fake-quant hot path.
+        """
+        if self.bits >= 16:  # "keep high precision": a 16-bit uniform grid on [0, delta]
+            top = (1 << 16) - 1
+            return x.clamp(0.0, float(delta)).mul_(top / float(delta)).round_().mul_(
+                float(delta) / top)
+        n = self.n_levels
+        code = x.clamp_min(0).div_(delta).log2_().mul_(-2.0).round_()  # +inf where x == 0
+        # clamp(0, n) maps every out-of-range code (>= 2^b, +inf) to the zero entry n
+        idx = code.nan_to_num_(posinf=n).clamp_(0, n).long()
+        return self._table(delta)[idx]
 
     def _calibrate(self, x: Tensor, objective: Optional[Objective]) -> None:
         objective = objective or mse
@@ -74,10 +85,4 @@ class LogSqrt2Quantizer(BaseQuantizer):
         return self._quant(x, self.delta)
 
     def levels(self) -> Tensor:
-        q = torch.arange(self.n_levels, dtype=torch.float32, device=self.delta.device)
-        vals = (
-            self.delta
-            * torch.pow(2.0, -torch.ceil(q / 2))
-            * (1 + torch.remainder(q, 2) * SQRT2_MINUS_1)
-        )
-        return torch.cat([vals.new_zeros(1), vals]).sort().values
+        return self._table(self.delta).unique().sort().values

@@ -97,34 +97,40 @@ class TanQuantizer(BaseQuantizer):
         )
 
     # -- the map ---------------------------------------------------------------
-    def _quant(self, x: Tensor, alpha: float, centre: float) -> Tensor:
-        x = x.clamp(0.0, 1.0)
+    def _table(self, alpha: float, centre: float, device) -> Tensor:
+        """The ``2^b`` levels (a lookup table), with 0 and 1 exact at the ends."""
         top = self.n_levels - 1
+        u_hat = torch.arange(self.n_levels, dtype=torch.float64) / top
         if alpha < ALPHA_EPS:
-            return torch.round(x * top) / top
-        lo = math.tan(-alpha * centre)
-        hi = math.tan(alpha * (1.0 - centre))
-        u = (torch.tan(alpha * (x - centre)) - lo) / (hi - lo)
-        u_hat = torch.round(u.clamp(0.0, 1.0) * top) / top
-        x_hat = centre + torch.atan(lo + u_hat * (hi - lo)) / alpha
-        # Pin the end points: arctan(tan(.)) can be off by an ulp there.
-        x_hat = torch.where(u_hat == 0, torch.zeros_like(x_hat), x_hat)
-        return torch.where(u_hat == 1, torch.ones_like(x_hat), x_hat).clamp(0.0, 1.0)
+            table = u_hat
+        else:
+            lo, hi = math.tan(-alpha * centre), math.tan(alpha * (1.0 - centre))
+            table = centre + torch.atan(lo + u_hat * (hi - lo)) / alpha
+            table[0], table[-1] = 0.0, 1.0  # arctan(tan(.)) can be off by an ulp there
+        return table.clamp(0.0, 1.0).to(device=device, dtype=torch.float32)
+
+    def _quant(self, x: Tensor, alpha: float, centre: float) -> Tensor:
+        """Quantize ``x`` in [0, 1]: index ``round(u(x) * (2^b - 1))`` of the level table.
+
+        In-place chain on one temporary: this is the fake-quant hot path.
+        """
+        top = self.n_levels - 1
+        if self.bits >= 16:  # "keep high precision": a 16-bit uniform grid on [0, 1]
+            alpha = 0.0
+        t = x.clamp(0.0, 1.0)
+        if alpha >= ALPHA_EPS:
+            lo, hi = math.tan(-alpha * centre), math.tan(alpha * (1.0 - centre))
+            t.sub_(centre).mul_(alpha).tan_().sub_(lo).mul_(top / (hi - lo))
+        else:
+            t.mul_(top)
+        idx = t.round_().clamp_(0, top).long()
+        return self._table(alpha, centre, x.device)[idx]
 
     def fake_quant(self, x: Tensor) -> Tensor:
         return self._quant(x, float(self.alpha), float(self.centre))
 
     def levels(self) -> Tensor:
-        u = torch.linspace(0.0, 1.0, self.n_levels)
-        return self._quant(self._inverse_u(u), float(self.alpha), float(self.centre))
-
-    def _inverse_u(self, u: Tensor) -> Tensor:
-        """Point of ``[0, 1]`` that maps to ``u`` (used to list the levels)."""
-        alpha, centre = float(self.alpha), float(self.centre)
-        if alpha < ALPHA_EPS:
-            return u
-        lo, hi = math.tan(-alpha * centre), math.tan(alpha * (1.0 - centre))
-        return centre + torch.atan(lo + u * (hi - lo)) / alpha
+        return self._table(float(self.alpha), float(self.centre), self.alpha.device)
 
     # -- calibration -------------------------------------------------------------
     def _grid(self, centres: Sequence[float], fractions: Sequence[float]) -> list:

@@ -153,3 +153,25 @@ def test_log_sqrt2_matmul_site():
     m.calibrate()
     m.set_quant_mode('quant')
     assert torch.isfinite(m(attn, v)).all()
+
+
+def test_weight_cache_follows_weight_and_quantizer_changes():
+    torch.manual_seed(0)
+    lin = nn.Linear(16, 8)
+    x = torch.randn(32, 16)
+    q = QuantLinear.from_float(lin, wq(), aq())
+    _calibrated(q, x)
+    with torch.no_grad():
+        first = q(x)
+        assert torch.equal(q(x), first)  # cached path, same result
+        q.weight.mul_(2)  # in place: the cache must not serve the old weight
+        doubled = q(x)
+        q.weight.div_(2)
+        assert not torch.equal(doubled, first)
+        q.weight_quantizer.calibrate(q.weight.detach())
+        assert torch.equal(q(x), first)
+        state = {k: v.clone() for k, v in q.state_dict().items()}
+        state['weight'] = state['weight'] * 3
+        q.load_state_dict(state)  # copies in place
+        expect = nn.functional.linear(q.input_quantizer(x), q.weight_quantizer(q.weight), q.bias)
+        assert torch.equal(q(x), expect)
