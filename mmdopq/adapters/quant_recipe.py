@@ -75,7 +75,7 @@ class QuantRecipe:
     patch_embed_abits: int = 8
     max_samples: int = 1 << 19
     seed: int = 0
-    mad_k_grid: tuple = (1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, float('inf'))
+    mad_k_grid: tuple = (2.0, 4.0, 8.0, 16.0, float('inf'))
     _counter: int = field(default=0, repr=False, compare=False)
 
     @classmethod

@@ -58,7 +58,8 @@ class TanQuantizer(BaseQuantizer):
         refine_steps: Points per axis of the local refinement (0: none).
         coarse_samples: Element budget of the coarse search with a caller
             objective: it is evaluated on ``x[:n]``, the largest prefix of the
-            leading dimension within this budget (objectives must accept it).
+            leading dimension within this budget, and the refinement on a prefix
+            four times larger (objectives must accept prefixes).
         hist_bins: Bins of the histogram that scores the default (MSE) objective.
         max_samples: Element budget of :meth:`observe`.
         seed: Seed of the calibration subsampling.
@@ -200,14 +201,15 @@ class TanQuantizer(BaseQuantizer):
             # Caller objective (e.g. the attn @ v error): coarse grid on a prefix of
             # the leading dim, refinement on the whole sample; the MSE optimum stays
             # a candidate, so the result is never worse than it on this objective.
-            rows = max(1, min(x.shape[0], self.coarse_samples // max(1, x[0].numel())))
-            head = x[:rows]
+            row = max(1, x[0].numel())
+            head = x[: max(1, min(x.shape[0], self.coarse_samples // row))]
+            body = x[: max(1, min(x.shape[0], 4 * self.coarse_samples // row))]
 
             def coarse(alpha: float, centre: float) -> float:
                 return float(objective(self._quant(head, alpha, centre), head))
 
             def fine(alpha: float, centre: float) -> float:
-                return float(objective(self._quant(x, alpha, centre), x))
+                return float(objective(self._quant(body, alpha, centre), body))
 
             best = self._coarse_to_fine(coarse, fine, extra=[best])
         self.alpha.fill_(best[0])

@@ -49,7 +49,7 @@ from ..quantizers import BaseQuantizer, UniformQuantizer
 
 RULES = ('mean', 'median', 'mad')
 #: MAD multipliers of the MOSF grid; ``inf`` is the exact (uncapped) fold.
-DEFAULT_K_GRID = (1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, math.inf)
+DEFAULT_K_GRID = (2.0, 4.0, 8.0, 16.0, math.inf)
 
 
 @dataclass
@@ -209,7 +209,7 @@ def _apply(norm: nn.LayerNorm, linears: Sequence[nn.Linear], ratio: Tensor, shif
 
 
 def _choose_mad_cap(
-    norm, linears, s, z, x, wbits, abits, k_grid, make_wq, clip_quantiles, n_positions=9
+    norm, linears, s, z, x, wbits, abits, k_grid, make_wq, clip_quantiles, n_positions=5
 ) -> FoldResult:
     y = norm(x).float()
     refs = [

@@ -1,17 +1,23 @@
-"""Detection-track speed and memory: full-size Swin-T Mask R-CNN, random weights, CPU.
+"""Speed and memory of calibration and fake-quant inference vs float, on this CPU.
+
+Models (random weights, full size):
+
+* ``mask-rcnn-swin-t``: Swin-T Mask R-CNN at 800x1333 (detection track; 8 images);
+* ``deit-s``: timm DeiT-S at 224x224 (ImageNet track; 32 images, batches of 8).
 
 Measures, side by side in one invocation (each mode in its own subprocess so
 that peak RSS is per mode):
 
-* ``float``: N float forward passes (``test_step``) at 800x1333;
+* ``float``: N float forward passes (``test_step``);
 * ``calib``: the whole calibration of N images (observe passes, calibrate,
-  MOSF reparameterize, re-calibrate);
+  LayerNorm reparameterize, re-calibrate);
 * ``quant``: N fake-quantized forward passes of the calibrated model.
 
-Targets (issue 4): calibration <= 3x the N float passes, fake-quant forward
-<= 1.5x float, peak memory <= 1.5x float.
+Targets (issues 4 and 6): calibration <= 3x the N float passes, fake-quant
+forward <= 1.5x float, peak memory <= 1.5x float.
 
-    python benchmarks/bench_detection.py [--images 8] [--recipe dopq] [--json out.json]
+    python benchmarks/bench_speed.py [--model mask-rcnn-swin-t|deit-s] [--images N]
+                                     [--recipe dopq] [--json out.json]
 """
 
 from __future__ import annotations
@@ -26,50 +32,94 @@ import sys
 import time
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-CONFIG = osp.join(
-    REPO, 'configs', 'dopq', '{recipe}_w4a4_mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py'
-)
+MODELS = {
+    'mask-rcnn-swin-t': dict(
+        config='configs/dopq/{recipe}_w4a4_mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py',
+        scope='mmdet',
+        images=8,
+        batch=1,
+    ),
+    'deit-s': dict(
+        config='configs/imagenet/{recipe}_w4a4_deit-small-p16_in1k.py',
+        scope='mmpretrain',
+        images=32,
+        batch=8,
+    ),
+}
 
 
-def make_batches(n: int, seed: int = 0):
+def make_batches(model_name: str, n: int, seed: int = 0) -> list:
+    """Random uint8 images packed like the model's test dataloader would."""
     import torch
-    from mmdet.structures import DetDataSample
 
     gen = torch.Generator().manual_seed(seed)
-    out = []
-    for i in range(n):
-        img = torch.randint(0, 256, (3, 800, 1333), generator=gen, dtype=torch.uint8)
-        meta = dict(img_id=i, img_shape=(800, 1333), ori_shape=(800, 1333), scale_factor=(1.0, 1.0))
-        out.append(dict(inputs=[img], data_samples=[DetDataSample(metainfo=meta)]))
-    return out
+    spec = MODELS[model_name]
+    batches = []
+    for start in range(0, n, spec['batch']):
+        size = min(spec['batch'], n - start)
+        if model_name == 'deit-s':
+            from mmpretrain.structures import DataSample
+
+            imgs = [
+                torch.randint(0, 256, (3, 224, 224), generator=gen, dtype=torch.uint8)
+                for _ in range(size)
+            ]
+            samples = [DataSample().set_gt_label(0) for _ in range(size)]
+        else:
+            from mmdet.structures import DetDataSample
+
+            imgs = [
+                torch.randint(0, 256, (3, 800, 1333), generator=gen, dtype=torch.uint8)
+                for _ in range(size)
+            ]
+            samples = [
+                DetDataSample(
+                    metainfo=dict(
+                        img_id=start + i,
+                        img_shape=(800, 1333),
+                        ori_shape=(800, 1333),
+                        scale_factor=(1.0, 1.0),
+                    )
+                )
+                for i in range(size)
+            ]
+        batches.append(dict(inputs=imgs, data_samples=samples))
+    return batches
 
 
-def build(recipe: str):
+def build(model_name: str, recipe: str):
     import torch
     from mmengine.config import Config
-    from mmengine.registry import MODELS, DefaultScope
+    from mmengine.registry import MODELS as ROOT
+    from mmengine.registry import DefaultScope
 
     import mmdopq  # noqa: F401
 
-    cfg = Config.fromfile(CONFIG.format(recipe=recipe))
-    cfg.model.architecture.backbone.init_cfg = None
+    spec = MODELS[model_name]
+    cfg = Config.fromfile(osp.join(REPO, spec['config'].format(recipe=recipe)))
+    if model_name != 'deit-s':
+        cfg.model.architecture.backbone.init_cfg = None
+        # Random weights: keep the RoI-head workload identical in float and fake-quant
+        # runs (always the top 100 detections, masks pasted for all of them).
+        cfg.model.architecture.test_cfg.rcnn.score_thr = 0.0
     torch.manual_seed(0)
-    with DefaultScope.overwrite_default_scope('mmdet'):
-        model = MODELS.build(cfg.model)
-    model.init_weights()
+    with DefaultScope.overwrite_default_scope(spec['scope']):
+        model = ROOT.build(cfg.model)
+    if hasattr(model, 'init_weights'):
+        model.init_weights()
     return model.eval()
 
 
-def worker(mode: str, n: int, recipe: str, state_file: str) -> dict:
+def worker(model_name: str, mode: str, n: int, recipe: str, state_file: str) -> dict:
     import torch
 
     from mmdopq.nn import set_quant_mode
 
     torch.manual_seed(0)
-    model = build(recipe)
-    batches = make_batches(n)
+    model = build(model_name, recipe)
+    batches = make_batches(model_name, n)
     rss_built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    res = dict(mode=mode, images=n, threads=torch.get_num_threads())
+    res = dict(model=model_name, mode=mode, images=n, threads=torch.get_num_threads())
     with torch.no_grad():
         if mode == 'float':
             t = time.perf_counter()
@@ -112,31 +162,41 @@ def worker(mode: str, n: int, recipe: str, state_file: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--images', type=int, default=8)
+    parser.add_argument('--model', default='mask-rcnn-swin-t', choices=sorted(MODELS))
+    parser.add_argument('--images', type=int, help='default: 8 (detection), 32 (deit-s)')
     parser.add_argument('--recipe', default='dopq', choices=['dopq', 'repq'])
     parser.add_argument('--json', help='write the results here')
     parser.add_argument('--worker', choices=['float', 'calib', 'quant'], help=argparse.SUPPRESS)
     parser.add_argument(
         '--state-file',
-        default='/tmp/mmdopq_bench_detection_calibrated.pth',
+        default='/tmp/mmdopq_bench_speed_calibrated.pth',
         help='where the calib worker leaves the calibrated state for quant',
     )
     args = parser.parse_args()
+    args.images = args.images or MODELS[args.model]['images']
     if args.worker:
         print(
-            'RESULT ' + json.dumps(worker(args.worker, args.images, args.recipe, args.state_file)),
+            'RESULT '
+            + json.dumps(
+                worker(args.model, args.worker, args.images, args.recipe, args.state_file)
+            ),
             flush=True,
         )
         return
     results = {}
     for mode in ('float', 'calib', 'quant'):
-        print(f'running {mode} ({args.images} images, recipe {args.recipe}) ...', flush=True)
+        print(
+            f'running {args.model} {mode} ({args.images} images, recipe {args.recipe}) ...',
+            flush=True,
+        )
         out = subprocess.run(
             [
                 sys.executable,
                 __file__,
                 '--worker',
                 mode,
+                '--model',
+                args.model,
                 '--images',
                 str(args.images),
                 '--recipe',
