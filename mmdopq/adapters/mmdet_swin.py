@@ -44,10 +44,7 @@ class QuantWindowMSA(WindowMSA):
     @classmethod
     def convert(cls, msa: WindowMSA, recipe: QuantRecipe) -> QuantWindowMSA:
         msa.__class__ = cls
-        msa.qk_matmul = QuantMatMul(recipe.act(), recipe.act())
-        msa.av_matmul = QuantMatMul(
-            recipe.softmax(), recipe.act(), a_objective=recipe.softmax_objective
-        )
+        msa.qk_matmul, msa.av_matmul = recipe.attention_matmuls()
         msa.register_buffer('input_offset', torch.zeros(msa.embed_dims))
         return msa
 

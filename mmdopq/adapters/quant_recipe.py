@@ -15,6 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..nn import QuantMatMul
 from ..quantizers import (
     REPQ_PERCENTILES,
     BaseQuantizer,
@@ -167,3 +168,13 @@ class QuantRecipe:
         return UniformQuantizer(
             self.abits, method=self.act_method, percentiles=self.percentiles, **kw
         )
+
+    def attention_matmuls(self) -> tuple[QuantMatMul, QuantMatMul]:
+        """The two attention matmul sites: ``q @ k^T`` and ``attn @ v``.
+
+        ``q`` and ``k`` go through :meth:`act`; the attention map through
+        :meth:`softmax`, calibrated with ``softmax_objective``; ``v`` through :meth:`act`.
+        """
+        qk = QuantMatMul(self.act(), self.act())
+        av = QuantMatMul(self.softmax(), self.act(), a_objective=self.softmax_objective)
+        return qk, av

@@ -89,10 +89,7 @@ class QuantWindowAttention(WindowAttention):
             The same object, now a :class:`QuantWindowAttention`.
         """
         attn.__class__ = cls
-        attn.qk_matmul = QuantMatMul(recipe.act(), recipe.act())
-        attn.av_matmul = QuantMatMul(
-            recipe.softmax(), recipe.act(), a_objective=recipe.softmax_objective
-        )
+        attn.qk_matmul, attn.av_matmul = recipe.attention_matmuls()
         dev = attn.relative_position_bias_table.device
         attn.register_buffer('input_offset', torch.zeros(attn.dim, device=dev))
         return attn

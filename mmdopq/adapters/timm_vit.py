@@ -203,10 +203,7 @@ class QuantAttention(Attention):
             The same object, now a :class:`QuantAttention`.
         """
         attn.__class__ = cls
-        attn.qk_matmul = QuantMatMul(recipe.act(), recipe.act())
-        attn.av_matmul = QuantMatMul(
-            recipe.softmax(), recipe.act(), a_objective=recipe.softmax_objective
-        )
+        attn.qk_matmul, attn.av_matmul = recipe.attention_matmuls()
         return attn
 
     def forward(

@@ -65,7 +65,12 @@ class QuantMatMul(QuantModuleMixin, nn.Module):
         a2 = a.detach().reshape(-1, a.shape[-2], a.shape[-1])
         b2 = b.detach().expand(*a.shape[:-2], *b.shape[-2:]).reshape(-1, b.shape[-2], b.shape[-1])
         self._pair_shapes = (a2.shape[1:], b2.shape[1:])
-        self.pairs.add(torch.cat([a2.flatten(1), b2.flatten(1)], dim=1))
+
+        def fetch(idx: Tensor) -> Tensor:  # only the sampled (window, head) pairs
+            return torch.cat([a2[idx].flatten(1), b2[idx].flatten(1)], dim=1)
+
+        width = a2[0].numel() + b2[0].numel()
+        self.pairs.add_lazy(a2.shape[0], (width,), fetch)
 
     @torch.no_grad()
     def calibrate(self) -> None:

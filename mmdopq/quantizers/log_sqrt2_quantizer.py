@@ -58,8 +58,12 @@ class LogSqrt2Quantizer(BaseQuantizer):
         """
         if self.bits >= 16:  # "keep high precision": a 16-bit uniform grid on [0, delta]
             top = (1 << 16) - 1
-            return x.clamp(0.0, float(delta)).mul_(top / float(delta)).round_().mul_(
-                float(delta) / top)
+            return (
+                x.clamp(0.0, float(delta))
+                .mul_(top / float(delta))
+                .round_()
+                .mul_(float(delta) / top)
+            )
         n = self.n_levels
         code = x.clamp_min(0).div_(delta).log2_().mul_(-2.0).round_()  # +inf where x == 0
         # clamp(0, n) maps every out-of-range code (>= 2^b, +inf) to the zero entry n

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import math
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -47,18 +48,38 @@ class SampleCollector:
 
     def add(self, rows: Tensor) -> None:
         """Feed a ``[n, ...]`` batch of rows (kept on CPU in float32)."""
-        rows = rows.detach().float().cpu()
-        n = rows.shape[0]
+        self.add_lazy(rows.shape[0], tuple(rows.shape[1:]), lambda idx: rows[idx])
+
+    def add_lazy(self, n: int, row_shape: tuple, fetch: Callable[[Tensor], Tensor]) -> None:
+        """Feed ``n`` rows of shape ``row_shape`` without materialising them all.
+
+        Only rows that can enter the sample are fetched: a row outside the
+        bottom-``cap`` keys of its own batch cannot be in the bottom-``cap`` of
+        the union, so ``fetch(idx)`` is called with at most ``cap`` indices.
+        This keeps calibration from copying whole activations.
+
+        Args:
+            n: Number of rows in the batch.
+            row_shape: Shape of one row.
+            fetch: ``fetch(idx) -> rows[idx]`` for a sorted index tensor.
+        """
         if n == 0:
             return
-        if self._rows is not None and rows.shape[1:] != self._rows.shape[1:]:
+        row_shape = tuple(row_shape)
+        if self._rows is not None and row_shape != tuple(self._rows.shape[1:]):
             raise ValueError(
-                f'row shape changed from {tuple(self._rows.shape[1:])} to '
-                f'{tuple(rows.shape[1:])} during calibration'
+                f'row shape changed from {tuple(self._rows.shape[1:])} to {row_shape} '
+                'during calibration'
             )
         self.seen += n
         keys = torch.rand(n, generator=self._gen)
-        cap = self.capacity(rows[0].numel())
+        cap = self.capacity(math.prod(row_shape))
+        if n > cap:
+            idx = torch.topk(keys, cap, largest=False, sorted=False).indices.sort().values
+            keys = keys[idx]
+        else:
+            idx = torch.arange(n)
+        rows = fetch(idx).detach().float().cpu()
         if self._rows is not None:
             rows = torch.cat([self._rows, rows])
             keys = torch.cat([self._keys, keys])
