@@ -27,7 +27,8 @@ $(INSTALL_STAMP): $(INSTALL_INPUTS)
 
 test: $(INSTALL_STAMP)
 	$(MAKE) lint VENV=$(VENV)
-	CI=$${CI:-} $(PY) -m pytest -n 2 --durations=15 tests
+	# one torch thread per xdist worker: 2 workers x 2 threads thrash 2 cores
+	CI=$${CI:-} OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --durations=15 tests
 
 test-fast pytest:
 	$(PY) -m pytest -n 2 tests

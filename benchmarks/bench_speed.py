@@ -121,6 +121,7 @@ def worker(model_name: str, mode: str, n: int, recipe: str, state_file: str) -> 
     rss_built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     res = dict(model=model_name, mode=mode, images=n, threads=torch.get_num_threads())
     with torch.no_grad():
+        model.test_step(batches[0])  # untimed warm-up (lazy init, allocator, kernels)
         if mode == 'float':
             t = time.perf_counter()
             for b in batches:

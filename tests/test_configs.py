@@ -3,16 +3,35 @@
 import glob
 import math
 import os.path as osp
+import re
 
 import pytest
 from mmengine.config import Config
 
 from mmdopq.adapters import QuantRecipe
+from mmdopq.adapters.quant_recipe import RECIPES
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 ALL = sorted(glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True))
 COMPLETE = [p for p in ALL if '_base_' not in p]
 QUANT_BASES = sorted(glob.glob(osp.join(REPO, 'configs', '_base_', 'quant', '*.py')))
+QUANT_BITS = (3, 4, 6, 8)
+#: DopQ-ViT with another LayerNorm fold rule than MOSF: ``dopq-<rule>_<bits>.py``.
+RULE_VARIANTS = ('mean', 'median')
+#: Every quant base spells out all of these keys (nothing left to the recipe defaults).
+QUANT_BASE_KEYS = {
+    'recipe',
+    'wbits',
+    'abits',
+    'scope',
+    'post_softmax',
+    'softmax_objective',
+    'reparam_rule',
+    'weight_method',
+    'act_method',
+    'patch_embed_abits',
+    'seed',
+}
 
 
 def rel(path):
@@ -20,8 +39,15 @@ def rel(path):
 
 
 def test_there_are_configs():
-    assert len(COMPLETE) >= 8 + 48
-    assert len(QUANT_BASES) >= 8
+    assert len(COMPLETE) >= 16 + 2 + 48  # COCO (Mask + Cascade Mask R-CNN), float, ImageNet
+    assert len(QUANT_BASES) == (len(RECIPES) + len(RULE_VARIANTS)) * len(QUANT_BITS)
+
+
+@pytest.mark.parametrize('name', [*sorted(RECIPES), *(f'dopq-{r}' for r in RULE_VARIANTS)])
+def test_quant_base_matrix_is_complete(name):
+    for bits in QUANT_BITS:
+        path = osp.join(REPO, 'configs', '_base_', 'quant', f'{name}_w{bits}a{bits}.py')
+        assert osp.isfile(path), rel(path)
 
 
 @pytest.mark.parametrize('path', ALL, ids=rel)
@@ -30,18 +56,68 @@ def test_config_loads(path):
     assert len(cfg.keys()) > 0
 
 
+def check_float_cascade_config(cfg, name):
+    """configs/float: Swin-Transformer-Object-Detection's Cascade Mask R-CNN 3x, mmdet 3.x."""
+    model = cfg.model
+    assert model.type == 'CascadeRCNN'
+    bb = model.backbone
+    depths = {'swin-t': [2, 2, 6, 2], 'swin-s': [2, 2, 18, 2]}[name.split('_')[1][:6]]
+    assert bb.type == 'SwinTransformer' and list(bb.depths) == depths
+    assert bb.embed_dims == 96 and list(bb.num_heads) == [3, 6, 12, 24]
+    assert bb.window_size == 7 and bb.drop_path_rate == 0.2 and bb.convert_weights
+    rh = model.roi_head
+    assert rh.type == 'CascadeRoIHead' and rh.num_stages == 3
+    assert list(rh.stage_loss_weights) == [1, 0.5, 0.25]
+    assert len(rh.bbox_head) == 3
+    for head in rh.bbox_head:
+        assert head.type == 'Shared4Conv1FCBBoxHead' and head.conv_out_channels == 256
+        assert head.fc_out_channels == 1024 and head.norm_cfg.type == 'SyncBN'
+        assert head.reg_decoded_bbox and not head.reg_class_agnostic
+        assert head.loss_bbox == dict(type='GIoULoss', loss_weight=10.0)
+    assert [list(h.bbox_coder.target_stds) for h in rh.bbox_head] == [
+        [0.1, 0.1, 0.2, 0.2],
+        [0.05, 0.05, 0.1, 0.1],
+        [0.033, 0.033, 0.067, 0.067],
+    ]
+    assert rh.mask_head.type == 'FCNMaskHead' and rh.mask_head.num_convs == 4
+    ious = [(r.assigner.pos_iou_thr, r.assigner.neg_iou_thr) for r in model.train_cfg.rcnn]
+    assert ious == [(0.5, 0.5), (0.6, 0.6), (0.7, 0.7)]
+    assert cfg.train_cfg.max_epochs == 36  # 3x
+    assert [m.milestones for m in cfg.param_scheduler if m.type == 'MultiStepLR'] == [[27, 33]]
+    assert cfg.optim_wrapper.optimizer.type == 'AdamW' and cfg.optim_wrapper.optimizer.lr == 1e-4
+    # multi-scale 480-800 training with the DETR-style crop branch (mmdet's ms-crop pipeline)
+    choice = next(t for t in cfg.train_dataloader.dataset.pipeline if t.type == 'RandomChoice')
+    crop_branch = next(b for b in choice.transforms if len(b) == 3)
+    assert [t.type for t in crop_branch] == [
+        'RandomChoiceResize',
+        'RandomCrop',
+        'RandomChoiceResize',
+    ]
+    assert choice.transforms[0][0].scales[0] == (480, 1333)
+    assert choice.transforms[0][0].scales[-1] == (800, 1333)
+
+
 @pytest.mark.parametrize('path', COMPLETE, ids=rel)
 def test_complete_config(path):
     cfg = Config.fromfile(path)
+    name = osp.basename(path)
+    if '/float/' in path:
+        check_float_cascade_config(cfg, name)
+        return
     assert cfg.model.type == 'mmdopq.QuantizedModel'
     recipe = QuantRecipe.from_cfg(cfg.model.quant)
-    name = osp.basename(path)
     assert name.startswith(f'{recipe.recipe}_{recipe.bits_tag}_'), name
     hooks = [h for h in cfg.custom_hooks if h.type == 'mmdopq.QuantCalibrationHook']
     assert len(hooks) == 1
     assert cfg.test_dataloader.dataset.get('pipeline'), 'test pipeline needed (calibration too)'
     if '/dopq/' in path:
         assert cfg.model.architecture.backbone.type == 'SwinTransformer'
+        detector = 'CascadeRCNN' if '_cascade-mask-rcnn_' in name else 'MaskRCNN'
+        assert cfg.model.architecture.type == detector
+        if detector == 'CascadeRCNN':  # the float config it quantizes, unchanged
+            float_name = name.split('_', 2)[2]
+            float_cfg = Config.fromfile(osp.join(REPO, 'configs', 'float', float_name))
+            assert cfg.model.architecture.to_dict() == float_cfg.model.to_dict()
         assert hooks[0].num_images == 32 and hooks[0].selection == 'random'
         assert 'train2017' in hooks[0].dataloader.dataset.ann_file
     else:
@@ -51,12 +127,54 @@ def test_complete_config(path):
 
 @pytest.mark.parametrize('path', QUANT_BASES, ids=rel)
 def test_quant_bases_match_their_names(path):
+    """``<recipe>_<bits>.py`` holds the recipe's own components; ``dopq-<rule>_<bits>.py``
+    is DopQ-ViT with ``reparam_rule=<rule>`` instead of MOSF."""
     quant = Config.fromfile(path).quant
+    assert set(quant) == QUANT_BASE_KEYS  # every key explicit
     recipe = QuantRecipe.from_cfg(quant)
-    assert osp.basename(path) == f'{recipe.recipe}_{recipe.bits_tag}.py'
-    defaults = {'dopq': ('tan', 'mad'), 'repq': ('log_sqrt2', 'mean')}
-    if recipe.recipe in defaults:
-        assert (recipe.post_softmax, recipe.reparam_rule) == defaults[recipe.recipe]
+    m = re.fullmatch(
+        r'(?P<recipe>[a-z_]+?)(?:-(?P<rule>[a-z]+))?_(?P<bits>w\d+a\d+)\.py', osp.basename(path)
+    )
+    assert m, osp.basename(path)
+    assert (m['recipe'], m['bits']) == (recipe.recipe, recipe.bits_tag)
+    components = {k: quant[k] for k in RECIPES[recipe.recipe]}
+    if m['rule'] is None:
+        assert components == RECIPES[recipe.recipe]
+    else:
+        assert recipe.recipe == 'dopq' and m['rule'] in RULE_VARIANTS
+        assert components == dict(RECIPES['dopq'], reparam_rule=m['rule'])
+    assert recipe.scope == 'whole' and recipe.patch_embed_abits == 8 and recipe.seed == 0
+
+
+def test_scope_switch(tmp_path):
+    """The backbone-only scope is a one-line child of a complete config.
+
+    mmengine refuses two bases that own the same top-level key, so a fragment with
+    ``quant = dict(scope='backbone')`` cannot be listed next to a quant base: override
+    ``model.quant.scope`` in a child config (or ``--cfg-options model.quant.scope=backbone``).
+    """
+    parent = osp.join(
+        REPO,
+        'configs',
+        'dopq',
+        'dopq_w4a4_cascade-mask-rcnn_swin-t-p4-w7_fpn_4conv1fc-giou_ms-crop-3x_coco.py',
+    )
+    child = tmp_path / 'dopq_w4a4_backbone-only.py'
+    child.write_text(f"_base_ = ['{parent}']\nmodel = dict(quant=dict(scope='backbone'))\n")
+    cfg, base = Config.fromfile(str(child)), Config.fromfile(parent)
+    assert cfg.model.quant == dict(base.model.quant, scope='backbone')
+    assert QuantRecipe.from_cfg(cfg.model.quant).scope == 'backbone'
+    assert cfg.model.architecture == base.model.architecture
+    # the sibling-base form is refused by mmengine (a duplicate key among bases)
+    fragment = tmp_path / 'scope_backbone.py'
+    fragment.write_text("quant = dict(scope='backbone')\n")
+    sibling = tmp_path / 'sibling.py'
+    sibling.write_text(
+        f"_base_ = ['{osp.join(REPO, 'configs', '_base_', 'quant', 'dopq_w4a4.py')}', "
+        f"'{fragment}']\n"
+    )
+    with pytest.raises(KeyError, match='Duplicate key'):
+        Config.fromfile(str(sibling))
 
 
 def test_repq_protocol_calib_config():
@@ -88,12 +206,14 @@ def test_imagenet_preprocessing_is_timms(path):
 
 
 def test_full_size_models_build():
-    """One detection and one ImageNet config build at full size with every site declared."""
+    """Detection (Mask, Cascade) and ImageNet configs build at full size, every site declared."""
     from mmengine.registry import MODELS, DefaultScope
     from torch import nn
 
+    cascade = 'cascade-mask-rcnn_swin-t-p4-w7_fpn_4conv1fc-giou_ms-crop-3x_coco'
     for path, scope in (
         ('configs/dopq/dopq_w4a4_mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py', 'mmdet'),
+        (f'configs/dopq/dopq_w4a4_{cascade}.py', 'mmdet'),  # SyncBN box heads build on CPU
         ('configs/imagenet/dopq_w4a4_deit-small-p16_in1k.py', 'mmpretrain'),
     ):
         cfg = Config.fromfile(osp.join(REPO, path))

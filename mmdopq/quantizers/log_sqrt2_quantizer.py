@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .base_quantizer import BaseQuantizer, Objective, mse
+from .base_quantizer import BaseQuantizer, Objective, mse, order_statistics
 from .uniform_quantizer import REPQ_PERCENTILES
 
 SQRT2_MINUS_1 = math.sqrt(2.0) - 1.0
@@ -75,12 +75,10 @@ class LogSqrt2Quantizer(BaseQuantizer):
         flat = x.reshape(-1)
         if flat.max() <= 0:
             raise ValueError(f'{self.name}: calibration sample has no positive value')
-        srt = flat.sort().values
-        n = srt.numel()
-        cands = []
-        for p in self.percentiles:
-            d = srt[min(n - 1, int(round(p * (n - 1))))]
-            cands.append(d if d > 0 else srt[-1])
+        n = flat.numel()
+        ranks = [min(n - 1, int(round(p * (n - 1)))) for p in self.percentiles] + [n - 1]
+        vals = order_statistics(flat[None], ranks)[0]
+        cands = [d if d > 0 else vals[-1] for d in vals[:-1]]
         errs = [float(objective(self._quant(x, d), x)) for d in cands]
         best = cands[min(range(len(errs)), key=errs.__getitem__)]
         self.delta = best.clone().to(self.delta.device)

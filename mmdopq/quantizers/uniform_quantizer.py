@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .base_quantizer import BaseQuantizer, Objective
+from .base_quantizer import BaseQuantizer, Objective, order_statistics
 
 #: Percentile candidates of the RepQ-ViT initialisation.
 REPQ_PERCENTILES = (0.999, 0.9999, 0.99999)
@@ -162,14 +162,15 @@ class UniformQuantizer(BaseQuantizer):
         if self.method == 'minmax':
             return [(lo, hi)]
         if self.method == 'percentile':
-            srt = x2.sort(dim=1).values
-            n = srt.shape[1]
-            out = []
+            n = x2.shape[1]
+            ranks = []
             for p in self.percentiles:
-                i_hi = min(n - 1, int(round(p * (n - 1))))
-                i_lo = max(0, int(round((1.0 - p) * (n - 1))))
-                out.append((srt[:, i_lo], srt[:, i_hi]))
-            return out
+                ranks += [
+                    max(0, int(round((1.0 - p) * (n - 1)))),
+                    min(n - 1, int(round(p * (n - 1)))),
+                ]
+            vals = order_statistics(x2, ranks)
+            return [(vals[:, 2 * i], vals[:, 2 * i + 1]) for i in range(len(self.percentiles))]
         # 'mse': shrink the min/max range by each ratio of the grid
         ratios = torch.linspace(self.mse_min_ratio, 1.0, self.mse_grid).tolist()
         straddles = (lo <= 0) & (hi >= 0)

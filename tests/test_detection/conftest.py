@@ -13,8 +13,9 @@ SWIN_T_3X = 'swin-t-p4-w7_fpn_ms-crop-3x_coco'
 IMG_SCALE = (160, 128)  # small, and not a multiple of 4 * 7: Swin pads windows
 
 
-def config_path(recipe: str, bits: int, arch: str = SWIN_T_3X) -> str:
-    return osp.join(REPO, 'configs', 'dopq', f'{recipe}_w{bits}a{bits}_mask-rcnn_{arch}.py')
+def config_path(recipe: str, bits: int, arch: str = SWIN_T_3X, detector: str = 'mask-rcnn') -> str:
+    name = f'{recipe}_w{bits}a{bits}_{detector}_{arch}.py'
+    return osp.join(REPO, 'configs', 'dopq', name)
 
 
 @pytest.fixture(scope='session')
@@ -27,7 +28,7 @@ def tiny_coco(tmp_path_factory):
 
 
 def shrink(cfg: Config, data: dict, num_calib: int = 2) -> Config:
-    """Small Swin Mask R-CNN on the tiny data, keeping the structure of the real config."""
+    """Small Swin (Cascade) Mask R-CNN on the tiny data, keeping the real config's structure."""
     arch = cfg.model.architecture
     dims = 16
     arch.backbone.update(
@@ -42,10 +43,18 @@ def shrink(cfg: Config, data: dict, num_calib: int = 2) -> Config:
     arch.neck.update(in_channels=chans, out_channels=16)
     arch.rpn_head.update(in_channels=16, feat_channels=16)
     rh = arch.roi_head
+    num_classes = len(data['classes'])
     rh.bbox_roi_extractor.out_channels = 16
-    rh.bbox_head.update(in_channels=16, fc_out_channels=32, num_classes=len(data['classes']))
+    # Cascade R-CNN: one box head per stage (4conv1fc heads: shrink the convs, BN not SyncBN)
+    for head in rh.bbox_head if isinstance(rh.bbox_head, list) else [rh.bbox_head]:
+        head.update(in_channels=16, fc_out_channels=32, num_classes=num_classes)
+        if 'conv_out_channels' in head:
+            head.conv_out_channels = 16
+        if head.get('norm_cfg') is not None:
+            head.norm_cfg = dict(type='BN', requires_grad=True)
     rh.mask_roi_extractor.out_channels = 16
-    rh.mask_head.update(in_channels=16, conv_out_channels=16, num_classes=len(data['classes']))
+    for head in rh.mask_head if isinstance(rh.mask_head, list) else [rh.mask_head]:
+        head.update(in_channels=16, conv_out_channels=16, num_classes=num_classes)
     pipeline = [
         dict(type='LoadImageFromFile'),
         dict(type='Resize', scale=IMG_SCALE, keep_ratio=True),

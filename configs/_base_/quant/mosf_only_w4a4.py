@@ -1,0 +1,16 @@
+# Ablation: DopQ-ViT's MOSF LayerNorm fold on top of RepQ-ViT, W4/A4:
+# RepQ-ViT's log-sqrt2 post-Softmax quantizer, no TanQ.
+# Owns the top-level key `quant` (see mmdopq.adapters.QuantRecipe for every key).
+quant = dict(
+    recipe='mosf_only',
+    wbits=4,
+    abits=4,
+    scope='whole',  # 'whole' detector (published protocol) or 'backbone'
+    post_softmax='log_sqrt2',
+    softmax_objective='tensor',
+    reparam_rule='mad',
+    weight_method='percentile',
+    act_method='percentile',
+    patch_embed_abits=8,
+    seed=0,
+)
