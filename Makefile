@@ -31,7 +31,7 @@ test: $(INSTALL_STAMP)
 	CI=$${CI:-} OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --durations=15 tests
 
 test-fast pytest:
-	$(PY) -m pytest -n 2 tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 tests
 
 lint:
 	$(RUFF) check $(LINT_PATHS)
