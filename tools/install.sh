@@ -40,7 +40,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check)
-"${PIP[@]}" install -q --upgrade pip "setuptools<70" wheel ninja psutil \
+"${PIP[@]}" install -q --upgrade pip "setuptools>=77.0.3,<81" wheel ninja psutil \
   || fail "could not reach a package registry to install pip/setuptools (network?)"
 
 have() {  # have <dist> <version>: is exactly this version installed?
