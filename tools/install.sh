@@ -86,8 +86,9 @@ PYEOF
         || fail "could not download the mmcv $MMCV_VERSION source distribution from $MMCV_SDIST_URL"
       echo "$MMCV_SDIST_SHA256  $build/mmcv.tar.gz" | sha256sum -c --quiet \
         || fail "mmcv source distribution checksum mismatch"
-      # mmcv's setup.py imports pkg_resources, which setuptools >= 70 removed;
-      # torch pulls in a newer setuptools, so pin it back right before building.
+      # mmcv 2.1.0's setup.py builds with setuptools < 70 (measured; it relies on
+      # pkg_resources and old setuptools internals); torch pulls in a newer one, so pin
+      # it back right before building (the requirements step restores the runtime pin).
       "${PIP[@]}" install -q "setuptools<70" || fail "could not install setuptools<70 for the mmcv build"
       tar -xzf "$build/mmcv.tar.gz" -C "$build"
       src="$build/mmcv-$MMCV_VERSION"
