@@ -17,7 +17,10 @@ Targets (issues 4 and 6): calibration <= 3x the N float passes, fake-quant
 forward <= 1.5x float, peak memory <= 1.5x float.
 
     python benchmarks/bench_speed.py [--model mask-rcnn-swin-t|deit-s] [--images N]
-                                     [--recipe dopq] [--json out.json]
+                                     [--recipe dopq] [--repeats 3] [--json out.json]
+
+Float and fake-quant times are the median of ``--repeats`` passes; calibration
+runs once (it is a one-off; it includes its own observe pass over the images).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import json
 import os
 import os.path as osp
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -110,7 +114,20 @@ def build(model_name: str, recipe: str):
     return model.eval()
 
 
-def worker(model_name: str, mode: str, n: int, recipe: str, state_file: str) -> dict:
+def timed_passes(model, batches: list, repeats: int) -> dict:
+    """Median wall time of ``repeats`` passes over all batches (and every pass time)."""
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for b in batches:
+            model.test_step(b)
+        times.append(time.perf_counter() - t)
+    return dict(seconds=statistics.median(times), pass_seconds=times)
+
+
+def worker(
+    model_name: str, mode: str, n: int, recipe: str, state_file: str, repeats: int = 1
+) -> dict:
     import torch
 
     from mmdopq.nn import set_quant_mode
@@ -123,10 +140,7 @@ def worker(model_name: str, mode: str, n: int, recipe: str, state_file: str) -> 
     with torch.no_grad():
         model.test_step(batches[0])  # untimed warm-up (lazy init, allocator, kernels)
         if mode == 'float':
-            t = time.perf_counter()
-            for b in batches:
-                model.test_step(b)
-            res['seconds'] = time.perf_counter() - t
+            res.update(timed_passes(model, batches, repeats))
         elif mode == 'calib':
             plan = model.quant_plan
             t = time.perf_counter()
@@ -152,10 +166,7 @@ def worker(model_name: str, mode: str, n: int, recipe: str, state_file: str) -> 
             model.load_state_dict(torch.load(state_file, weights_only=True))
             assert model.quant_plan.is_calibrated
             set_quant_mode(model, 'quant')
-            t = time.perf_counter()
-            for b in batches:
-                model.test_step(b)
-            res['seconds'] = time.perf_counter() - t
+            res.update(timed_passes(model, batches, repeats))
     res['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     res['rss_after_build_mb'] = rss_built
     return res
@@ -166,6 +177,9 @@ def main() -> None:
     parser.add_argument('--model', default='mask-rcnn-swin-t', choices=sorted(MODELS))
     parser.add_argument('--images', type=int, help='default: 8 (detection), 32 (deit-s)')
     parser.add_argument('--recipe', default='dopq', choices=['dopq', 'repq'])
+    parser.add_argument(
+        '--repeats', type=int, default=3, help='timed passes of float/quant (median reported)'
+    )
     parser.add_argument('--json', help='write the results here')
     parser.add_argument('--worker', choices=['float', 'calib', 'quant'], help=argparse.SUPPRESS)
     parser.add_argument(
@@ -179,7 +193,9 @@ def main() -> None:
         print(
             'RESULT '
             + json.dumps(
-                worker(args.model, args.worker, args.images, args.recipe, args.state_file)
+                worker(
+                    args.model, args.worker, args.images, args.recipe, args.state_file, args.repeats
+                )
             ),
             flush=True,
         )
@@ -202,6 +218,8 @@ def main() -> None:
                 str(args.images),
                 '--recipe',
                 args.recipe,
+                '--repeats',
+                str(args.repeats),
                 '--state-file',
                 args.state_file,
             ],

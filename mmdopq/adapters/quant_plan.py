@@ -115,7 +115,9 @@ class QuantPlan:
         set_quant_mode(model, 'calib')
         if self.recipe.reparam_rule == 'mad':
             for pair in self.norm_pairs:
-                coll = SampleCollector(self.recipe.max_samples, seed=self.recipe.seed)
+                # MOSF scores every cap candidate with the consumers' matmuls on these
+                # rows: half the activation budget keeps that cheap (>= 256 tokens).
+                coll = SampleCollector(self.recipe.max_samples // 2, seed=self.recipe.seed)
                 self._norm_inputs[pair.name] = coll
                 self._hooks.append(
                     pair.norm.register_forward_pre_hook(_collect_into(coll, pair.name))

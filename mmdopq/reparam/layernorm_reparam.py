@@ -263,14 +263,21 @@ def _choose_mad_cap(
             err += float((y_q @ wq(w).T + b - ref).pow(2).mean())
         return err
 
-    best, errors = None, {}
+    best, errors, seen = None, {}, {}
     for k in k_grid:
-        ratio, shift, n_capped = candidate(float(k))
-        if n_capped == 0 and not math.isinf(k):
+        k = float(k)
+        capped = torch.zeros_like(s, dtype=torch.bool) if math.isinf(k) else s > m + k * mad
+        if not capped.any() and not math.isinf(k):
             continue  # identical to the exact fold
-        errors[float(k)] = error(ratio, shift)
-        if best is None or errors[float(k)] < best[0]:
-            best = (errors[float(k)], float(k), ratio, shift, n_capped)
+        key = bytes(capped.cpu().numpy().tobytes())
+        if key in seen:  # same capped channels: same candidate, same error
+            errors[k] = errors[seen[key]]
+            continue
+        seen[key] = k
+        ratio, shift, n_capped = candidate(k)
+        errors[k] = error(ratio, shift)
+        if best is None or errors[k] < best[0]:
+            best = (errors[k], k, ratio, shift, n_capped)
     if best is None:
         raise ValueError('k_grid is empty')
     _, k, ratio, shift, n_capped = best
