@@ -99,9 +99,6 @@ class QuantPlan:
     def uncalibrated_sites(self) -> list[str]:
         return [n for n, layer in self.sites.items() if not layer.is_calibrated]
 
-    def set_mode(self, model: nn.Module, mode: str) -> None:
-        set_quant_mode(model, mode)
-
     # -- step 0: collect -------------------------------------------------------------
     def start_calibration(self, model: nn.Module) -> None:
         """Switch to ``calib`` mode and start collecting norm inputs (for MOSF)."""

@@ -96,9 +96,3 @@ class SampleCollector:
         rows = self._rows
         self.clear()
         return rows
-
-    def peek(self) -> Tensor:
-        """Return the sample without clearing."""
-        if self._rows is None:
-            raise ValueError('nothing was collected')
-        return self._rows

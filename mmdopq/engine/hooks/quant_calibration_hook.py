@@ -148,7 +148,7 @@ class QuantCalibrationHook(Hook):
                 f'QuantCalibrationHook needs an mmdopq.QuantizedModel, got {type(model).__name__}'
             )
         plan = model.quant_plan
-        if plan.is_calibrated and not self.force:
+        if model.is_quant_calibrated and not self.force:
             set_quant_mode(model, 'quant')
             logger.info(
                 'mmdopq: the loaded checkpoint is already calibrated '
