@@ -1,0 +1,94 @@
+# Reference float model for the demo and the benchmark: a small Swin Mask R-CNN (Swin-T
+# proportions: patch 4, window 7, heads 3/6/12/24 at head dim 16; embed 48, depths 2/2/2/2,
+# FPN 96) trained from scratch on the generated shapes data (tools/dataset_converters/
+# make_synthetic_data.py coco --out data/synthetic_coco). Iteration based, with checkpoints
+# every 500 iterations so CPU training can resume (`tools/train.py CONFIG --resume`).
+_base_ = ['mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py']
+
+data_root = 'data/synthetic_coco/'
+classes = ('circle', 'square', 'triangle', 'star', 'ring', 'cross')
+img_scale = (320, 320)
+
+model = dict(
+    backbone=dict(
+        embed_dims=48,
+        depths=[2, 2, 2, 2],
+        num_heads=[3, 6, 12, 24],
+        drop_path_rate=0.1,
+        convert_weights=False,
+        init_cfg=None,
+    ),
+    neck=dict(in_channels=[48, 96, 192, 384], out_channels=96),
+    rpn_head=dict(in_channels=96, feat_channels=96),
+    roi_head=dict(
+        bbox_roi_extractor=dict(out_channels=96),
+        bbox_head=dict(in_channels=96, fc_out_channels=256, num_classes=len(classes)),
+        mask_roi_extractor=dict(out_channels=96),
+        mask_head=dict(in_channels=96, conv_out_channels=96, num_classes=len(classes)),
+    ),
+)
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='Resize', scale=img_scale, keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=img_scale, keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(
+        type='PackDetInputs',
+        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'),
+    ),
+]
+metainfo = dict(classes=classes)
+train_dataloader = dict(
+    batch_size=2,
+    num_workers=2,
+    dataset=dict(
+        data_root=data_root,
+        metainfo=metainfo,
+        ann_file='annotations/instances_train.json',
+        data_prefix=dict(img='train/'),
+        pipeline=train_pipeline,
+    ),
+)
+val_dataloader = dict(
+    batch_size=1,
+    num_workers=2,
+    dataset=dict(
+        data_root=data_root,
+        metainfo=metainfo,
+        ann_file='annotations/instances_val.json',
+        data_prefix=dict(img='val/'),
+        pipeline=test_pipeline,
+    ),
+)
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
+test_evaluator = val_evaluator
+
+max_iters = 6000
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters, val_interval=1000)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=300),
+    dict(
+        type='CosineAnnealingLR',
+        T_max=max_iters - 300,
+        eta_min=1e-6,
+        by_epoch=False,
+        begin=300,
+        end=max_iters,
+    ),
+]
+optim_wrapper = dict(optimizer=dict(lr=4e-4))
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=20),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=500, max_keep_ckpts=2),
+)
+log_processor = dict(by_epoch=False)
+randomness = dict(seed=0)
+env_cfg = dict(dist_cfg=dict(backend='gloo'))
