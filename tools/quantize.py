@@ -242,7 +242,7 @@ def versions() -> dict:
     return out
 
 
-def save_quantized(runner, model, path: str, meta: dict) -> None:
+def save_quantized(model, path: str, meta: dict) -> None:
     from mmengine.runner import save_checkpoint
 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -299,7 +299,6 @@ def main(argv=None) -> dict:
         if not args.no_save:
             path = osp.join(cfg.work_dir, 'quantized.pth')
             save_quantized(
-                runner,
                 model,
                 path,
                 dict(

@@ -15,7 +15,7 @@ The plan then drives calibration, independent of the architecture:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -127,7 +127,7 @@ class QuantPlan:
 
     # -- step 1 --------------------------------------------------------------------
     @torch.no_grad()
-    def calibrate_sites(self, progress: Optional[Callable[[str], None]] = None) -> None:
+    def calibrate_sites(self) -> None:
         """Set every site's quantizers from what it observed."""
         self.stop_calibration()
         for name, layer in self.sites.items():
@@ -142,8 +142,6 @@ class QuantPlan:
                         f'({q.name}); is it on the forward path of the model?'
                     )
             layer.calibrate()
-            if progress:
-                progress(name)
 
     # -- step 2 ----------------------------------------------------------------------
     @torch.no_grad()

@@ -171,11 +171,6 @@ class BaseQuantizer(nn.Module, metaclass=abc.ABCMeta):
     def _calibrate(self, x: Tensor, objective: Optional[Objective]) -> None:
         """Search the parameters on a finite float32 sample."""
 
-    def reset(self) -> None:
-        """Forget calibration (parameters are kept but marked stale) and samples."""
-        self.calibrated.fill_(False)
-        self.collector.clear()
-
     # -- forward -----------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
         if not self.enabled:
