@@ -2,6 +2,9 @@
 #
 #   make install    create/refresh $(VENV) with torch, mmcv (compiled ops), mmdet, mmdopq
 #   make test       install if needed, then lint, then the test suite (pytest -n 2)
+#   make demo       install if needed, then the demo (float / RepQ / DopQ on the reference
+#                   Mask R-CNN at W4A4 and W6A6; about 10 min on 2 cores), into work_dirs/demo
+#   make benchmark  install if needed, then the full recipe benchmark (hours on a CPU)
 #   make test-fast  the test suite only, in the existing $(VENV) (alias: make pytest)
 #   make lint       ruff check + ruff format --check
 #   make format     ruff format + ruff check --fix
@@ -16,7 +19,7 @@ LINT_PATHS = setup.py mmdopq tools tests configs benchmarks
 INSTALL_STAMP = $(VENV)/.mmdopq-installed
 INSTALL_INPUTS = tools/install.sh setup.py $(wildcard requirements/*.txt)
 
-.PHONY: install test test-fast pytest lint format clean
+.PHONY: install test test-fast pytest lint format clean demo benchmark
 
 install:
 	VENV=$(abspath $(VENV)) bash tools/install.sh
@@ -29,6 +32,12 @@ test: $(INSTALL_STAMP)
 	$(MAKE) lint VENV=$(VENV)
 	# one torch thread per xdist worker: 2 workers x 2 threads thrash 2 cores
 	CI=$${CI:-} OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --durations=15 tests
+
+demo: $(INSTALL_STAMP)
+	$(PY) tools/demo.py --work-dir work_dirs/demo
+
+benchmark: $(INSTALL_STAMP)
+	$(PY) benchmarks/bench_recipes.py
 
 test-fast pytest:
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 tests

@@ -3,11 +3,14 @@
 Train-style entry point, like mmdet's ``tools/test.py``::
 
     python tools/quantize.py CONFIG CHECKPOINT [--work-dir DIR] [--cfg-options k=v ...]
+                             [--recipe NAME] [--bits wXaY] [--seed N]
                              [--out preds.pkl] [--launcher none|pytorch|slurm]
 
 ``CHECKPOINT`` is a float checkpoint (calibration runs: calibrate -> reparameterize
 -> re-calibrate) or a quantized checkpoint written by this tool (evaluated as
-is). Writes into the work dir: ``results.json`` (metrics, recipe, bits, scope,
+is). With ``model.quant.recipe='float'`` the stock float model is evaluated (no
+calibration, no ``quantized.pth``): the baseline of the same config family.
+Writes into the work dir: ``results.json`` (metrics, recipe, bits, scope,
 calibration ids and size, seed, versions, wall times), ``calib_ids.json`` and
 the quantized checkpoint ``quantized.pth`` (atomically).
 """
@@ -18,11 +21,12 @@ import argparse
 import os
 import os.path as osp
 import platform
+import re
 import sys
 import time
 
 import mmdopq  # noqa: F401  (version checks, checkpoint compat)
-from mmdopq.adapters import QuantRecipe
+from mmdopq.adapters import RECIPES, QuantRecipe
 from mmdopq.utils.data_checks import check_dataset_cfg
 from mmdopq.utils.fileio import dump_json_atomic, write_atomic
 
@@ -42,6 +46,16 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', help='directory for logs, results.json and quantized.pth')
     parser.add_argument('--out', help='dump predictions to this pickle file (like mmdet)')
     parser.add_argument('--no-save', action='store_true', help='do not write quantized.pth')
+    parser.add_argument(
+        '--recipe',
+        choices=sorted(RECIPES),
+        help="replace the config's recipe and its components (post-Softmax quantizer and "
+        'objective, LayerNorm fold rule) by this named recipe',
+    )
+    parser.add_argument('--bits', help='weight/activation bits as wXaY, e.g. w6a6')
+    parser.add_argument(
+        '--seed', type=int, help='calibration seed (image draw and quantizer subsampling)'
+    )
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction, help='override config keys, xxx=yyy format'
     )
@@ -64,6 +78,7 @@ def load_config(args):
     if not osp.isfile(args.config):
         raise FileNotFoundError(f'config file not found: {args.config}')
     cfg = Config.fromfile(args.config)
+    apply_recipe_args(cfg, args)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     cfg.launcher = args.launcher
@@ -104,6 +119,36 @@ def load_config(args):
         else:
             cfg.test_evaluator = [evaluator, dump]
     return cfg, recipe
+
+
+#: Keys a named recipe sets; ``--recipe`` drops the config's values so the recipe's apply.
+RECIPE_COMPONENTS = ('post_softmax', 'softmax_objective', 'reparam_rule')
+
+
+def parse_bits(text: str) -> tuple[int, int]:
+    """``'w4a4'`` -> ``(4, 4)``, with an error that names the bad value."""
+    m = re.fullmatch(r'w(\d+)a(\d+)', text.strip().lower())
+    if not m:
+        raise ValueError(f'--bits must look like w4a4 (weight and activation bits), got {text!r}')
+    return int(m.group(1)), int(m.group(2))
+
+
+def apply_recipe_args(cfg, args) -> None:
+    """Apply ``--recipe``, ``--bits`` and ``--seed`` to ``cfg`` (before ``--cfg-options``)."""
+    quant = cfg.get('model', {}).get('quant')
+    if quant is None:
+        return
+    if args.recipe:
+        for key in RECIPE_COMPONENTS:
+            quant.pop(key, None)
+        quant['recipe'] = args.recipe
+    if args.bits:
+        quant['wbits'], quant['abits'] = parse_bits(args.bits)
+    if args.seed is not None:
+        quant['seed'] = args.seed
+        for hook in cfg.get('custom_hooks', []):
+            if hook.get('type') in ('mmdopq.QuantCalibrationHook', 'QuantCalibrationHook'):
+                hook['seed'] = args.seed
 
 
 def load_checkpoint_file(path: str) -> dict:
@@ -284,10 +329,11 @@ def main(argv=None) -> dict:
         scope=recipe.scope,
         quant=recipe.to_dict(),
         calibration=dict(
-            from_checkpoint=bool(record.get('skipped')),
+            from_checkpoint=bool(record.get('skipped')) and not recipe.is_float,
             **{k: v for k, v in record.items() if k not in ('recipe', 'skipped')},
         ),
         seed=recipe.seed,
+        test_images=len(runner.test_loop.dataloader.dataset),
         calib_s=calib_s,
         eval_s=total_s - calib_s,
         total_s=total_s,
@@ -296,7 +342,7 @@ def main(argv=None) -> dict:
         input_checkpoint_quantized=was_quantized,
     )
     if is_main_process():
-        if not args.no_save:
+        if not args.no_save and not recipe.is_float:  # a float run has nothing new to save
             path = osp.join(cfg.work_dir, 'quantized.pth')
             save_quantized(
                 model,

@@ -53,6 +53,7 @@ class QuantPlan:
     norm_pairs: list[NormPair] = field(default_factory=list)
     post_softmax_sites: list[str] = field(default_factory=list)
     fold_results: dict[str, FoldResult] = field(default_factory=dict)
+    channel_scale_stats: dict[str, dict] = field(default_factory=dict)
     _norm_inputs: dict[str, SampleCollector] = field(default_factory=dict)
     _hooks: list = field(default_factory=list)
 
@@ -158,6 +159,12 @@ class QuantPlan:
                     f'{pair.name}: consumer input quantizer is not per channel; '
                     'was the model already reparameterized?'
                 )
+            # the per-channel scales the rules choose from (kept for reports and plots)
+            self.channel_scale_stats[pair.name] = dict(
+                channel_scale_mean=float(first.scale.mean()),
+                channel_scale_median=float(first.scale.median()),
+                channel_scale_max=float(first.scale.max()),
+            )
             calib = None
             if rule == 'mad':
                 coll = self._norm_inputs.pop(pair.name, None)
@@ -207,7 +214,12 @@ class QuantPlan:
             post_softmax_sites=len(self.post_softmax_sites),
             norm_pairs=len(self.norm_pairs),
             mosf={
-                n: dict(k=r.k, n_capped=r.n_capped, scale=float(r.scale))
+                n: dict(
+                    k=r.k,
+                    n_capped=r.n_capped,
+                    scale=float(r.scale),
+                    **self.channel_scale_stats.get(n, {}),
+                )
                 for n, r in self.fold_results.items()
             },
         )

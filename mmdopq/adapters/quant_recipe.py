@@ -34,6 +34,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     # Ablations: one DopQ component on top of RepQ-ViT.
     'tanq_only': dict(post_softmax='tan', softmax_objective='output', reparam_rule='mean'),
     'mosf_only': dict(post_softmax='log_sqrt2', softmax_objective='tensor', reparam_rule='mad'),
+    # The float baseline: no quantization sites at all (the stock model), no calibration. Lets
+    # one tool and one config family evaluate float and quantized models side by side.
+    'float': dict(),
 }
 POST_SOFTMAX = ('tan', 'tan_symmetric', 'log_sqrt2', 'uniform')
 SCOPES = ('whole', 'backbone')
@@ -121,8 +124,13 @@ class QuantRecipe:
         }
 
     @property
+    def is_float(self) -> bool:
+        """True for the ``'float'`` recipe (nothing is quantized)."""
+        return self.recipe == 'float'
+
+    @property
     def bits_tag(self) -> str:
-        return f'w{self.wbits}a{self.abits}'
+        return 'float' if self.is_float else f'w{self.wbits}a{self.abits}'
 
     def _seed(self) -> int:
         # Distinct, reproducible subsampling stream per quantizer (build order).

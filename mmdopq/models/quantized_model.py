@@ -66,7 +66,8 @@ class QuantizedModel:
         with DefaultScope.overwrite_default_scope(scope):
             model = ROOT_MODELS.build(arch)
         float_keys = set(model.state_dict())
-        plan = get_adapter(adapter, model)(model, recipe)
+        # The float recipe keeps the stock model (its float timings are the baseline).
+        plan = QuantPlan(recipe) if recipe.is_float else get_adapter(adapter, model)(model, recipe)
         model.__class__ = _quantized_class(type(model))
         model.quant_plan = plan
         model.quant_recipe = recipe

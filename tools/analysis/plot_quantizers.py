@@ -365,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument('--seed', type=int, default=0, help='synthetic: seed (default 0)')
     parser.add_argument('--out', required=True, help='PNG file to write')
+    parser.add_argument('--title', help='title prefix (default: the input file or distribution)')
     return parser
 
 
@@ -389,7 +390,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             x = synthetic_attention(kind, args.heads, args.tokens, args.seed)
             source = f'synthetic: {SYNTHETIC_KINDS[kind]}, seed {args.seed}'
         errors = plot_quantizers(
-            x, args.bits, args.out, title=f'{args.bits}-bit post-Softmax quantizers on {source}'
+            x,
+            args.bits,
+            args.out,
+            title=f'{args.bits}-bit post-Softmax quantizers on {args.title or source}',
         )
     except (FileNotFoundError, ValueError) as e:
         parser.error(str(e))

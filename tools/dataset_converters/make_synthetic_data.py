@@ -62,9 +62,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0, help='dataset seed')
     parser.add_argument(
         '--difficulty',
-        choices=('easy', 'hard'),
+        choices=('easy', 'medium', 'hard'),
         default='hard',
-        help='coco only: hard (default) or easy',
+        help='coco only: hard (default), medium (the reference models) or easy',
     )
     parser.add_argument(
         '--min-instances',

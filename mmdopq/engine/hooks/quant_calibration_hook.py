@@ -148,6 +148,10 @@ class QuantCalibrationHook(Hook):
                 f'QuantCalibrationHook needs an mmdopq.QuantizedModel, got {type(model).__name__}'
             )
         plan = model.quant_plan
+        if model.quant_recipe.is_float:
+            logger.info('mmdopq: recipe float: nothing to calibrate, evaluating the float model')
+            self.record = dict(skipped=True, float=True)
+            return self.record
         if model.is_quant_calibrated and not self.force:
             set_quant_mode(model, 'quant')
             logger.info(

@@ -1,0 +1,20 @@
+# Calibration of the reference classifiers: 32 seeded-random images of the generated train
+# split (never the val split that is reported), through the model's test pipeline.
+# Owns the top-level key `custom_hooks`.
+custom_hooks = [
+    dict(
+        type='mmdopq.QuantCalibrationHook',
+        num_images=32,
+        selection='random',
+        seed=0,
+        dataloader=dict(
+            batch_size=8,
+            dataset=dict(
+                type='CustomDataset',
+                data_root='data/reference_cls/',
+                data_prefix='train',
+                with_label=True,
+            ),
+        ),
+    )
+]

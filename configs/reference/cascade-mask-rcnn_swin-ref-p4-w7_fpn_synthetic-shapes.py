@@ -1,0 +1,102 @@
+# Reference float Cascade Mask R-CNN: the reference Swin backbone and FPN (see
+# mask-rcnn_swin-ref-p4-w7_fpn_synthetic-shapes.py: patch 4, window 7, head dim 16, embed 48,
+# depths 2/2/2/2, FPN 96) under a 3-stage cascade (IoU 0.5/0.6/0.7, class-agnostic box
+# regression, a mask head per stage). Same data and schedule shape. Training starts from the
+# reference Mask R-CNN checkpoint (backbone, FPN and RPN load; the cascade heads are new), which
+# is how a CPU gets it to a meaningful AP. Model card: configs/reference/README.md.
+_base_ = ['./mask-rcnn_swin-ref-p4-w7_fpn_synthetic-shapes.py']
+
+num_classes = len(_base_.classes)
+channels = 96
+
+
+def _bbox_head(stds):
+    return dict(
+        type='Shared2FCBBoxHead',
+        in_channels=channels,
+        fc_out_channels=256,
+        roi_feat_size=7,
+        num_classes=num_classes,
+        bbox_coder=dict(
+            type='DeltaXYWHBBoxCoder', target_means=[0.0, 0.0, 0.0, 0.0], target_stds=stds
+        ),
+        reg_class_agnostic=True,
+        loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
+        loss_bbox=dict(type='SmoothL1Loss', beta=1.0, loss_weight=1.0),
+    )
+
+
+def _rcnn_stage(iou):
+    return dict(
+        assigner=dict(
+            type='MaxIoUAssigner',
+            pos_iou_thr=iou,
+            neg_iou_thr=iou,
+            min_pos_iou=iou,
+            match_low_quality=False,
+            ignore_iof_thr=-1,
+        ),
+        sampler=dict(
+            type='RandomSampler',
+            num=128,
+            pos_fraction=0.25,
+            neg_pos_ub=-1,
+            add_gt_as_proposals=True,
+        ),
+        mask_size=28,
+        pos_weight=-1,
+        debug=False,
+    )
+
+
+model = dict(
+    type='CascadeRCNN',
+    roi_head=dict(
+        _delete_=True,
+        type='CascadeRoIHead',
+        num_stages=3,
+        stage_loss_weights=[1, 0.5, 0.25],
+        bbox_roi_extractor=dict(
+            type='SingleRoIExtractor',
+            roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0),
+            out_channels=channels,
+            featmap_strides=[4, 8, 16, 32],
+        ),
+        bbox_head=[
+            _bbox_head([0.1, 0.1, 0.2, 0.2]),
+            _bbox_head([0.05, 0.05, 0.1, 0.1]),
+            _bbox_head([0.033, 0.033, 0.067, 0.067]),
+        ],
+        mask_roi_extractor=dict(
+            type='SingleRoIExtractor',
+            roi_layer=dict(type='RoIAlign', output_size=14, sampling_ratio=0),
+            out_channels=channels,
+            featmap_strides=[4, 8, 16, 32],
+        ),
+        mask_head=dict(
+            type='FCNMaskHead',
+            num_convs=4,
+            in_channels=channels,
+            conv_out_channels=64,
+            num_classes=num_classes,
+            loss_mask=dict(type='CrossEntropyLoss', use_mask=True, loss_weight=1.0),
+        ),
+    ),
+    train_cfg=dict(rcnn=[_rcnn_stage(0.5), _rcnn_stage(0.6), _rcnn_stage(0.7)]),
+)
+# Warm start from the reference Mask R-CNN (committed checkpoint); the cascade heads are new.
+load_from = 'checkpoints/reference/mask-rcnn_swin-ref-p4-w7_fpn_synthetic-shapes.pth'
+max_iters = 2000
+warmup_iters = 100
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters, val_interval=500)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=warmup_iters),
+    dict(
+        type='CosineAnnealingLR',
+        T_max=max_iters - warmup_iters,
+        eta_min=1e-6,
+        by_epoch=False,
+        begin=warmup_iters,
+        end=max_iters,
+    ),
+]

@@ -1,0 +1,15 @@
+# DopQ-ViT W4/A4 of the reference classifier (vit-ref-p8_synthetic-cls.py). Other recipes
+# and bit widths:
+#   python tools/quantize.py THIS_CONFIG CKPT --recipe repq --bits w6a6 [--seed 1]
+_base_ = [
+    './vit-ref-p8_synthetic-cls.py',
+    '../_base_/quant/dopq_w4a4.py',
+    './_base_/synthetic_cls_calib32.py',
+]
+model = dict(
+    _delete_=True,
+    type='mmdopq.QuantizedModel',
+    scope='mmpretrain',
+    architecture=_base_.architecture,
+    quant=_base_.quant,
+)

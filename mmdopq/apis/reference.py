@@ -1,0 +1,132 @@
+"""The reference models: configs, committed checkpoints, their data and recorded float metrics.
+
+mmdopq carries its own small, genuinely trained models (``configs/reference/``, model card in
+``configs/reference/README.md``) so that the demo, the benchmark and the tests can measure
+quantization quality without COCO, ImageNet or a model hub. A reference config describes its
+data in a top-level ``synthetic_data`` dict; :func:`ensure_data` generates it when missing.
+"""
+
+from __future__ import annotations
+
+import os.path as osp
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+@dataclass(frozen=True)
+class ReferenceModel:
+    """One reference model.
+
+    Attributes:
+        name: Short name used by the demo, the benchmark and results files.
+        float_config: Training / float config (repo-relative).
+        quant_config: Quantized config (``mmdopq.QuantizedModel``; repo-relative).
+        checkpoint: Committed float checkpoint (fp16 storage; repo-relative).
+        metric_name: Primary metric key of ``runner.test()``.
+        metric_names: Every metric reported in tables (primary first).
+        task: ``'detection'`` or ``'classification'``.
+    """
+
+    name: str
+    float_config: str
+    quant_config: str
+    checkpoint: str
+    metric_name: str
+    metric_names: tuple
+    task: str
+
+    def path(self, attr: str) -> str:
+        """Absolute path of ``float_config``, ``quant_config`` or ``checkpoint``."""
+        return osp.join(REPO_ROOT, getattr(self, attr))
+
+
+_DET_METRICS = ('coco/bbox_mAP', 'coco/segm_mAP')
+_CLS_METRICS = ('accuracy/top1', 'accuracy/top5')
+
+#: The reference models, by name.
+REFERENCE_MODELS: dict[str, ReferenceModel] = {
+    m.name: m
+    for m in (
+        ReferenceModel(
+            name='mask-rcnn_swin-ref',
+            float_config='configs/reference/mask-rcnn_swin-ref-p4-w7_fpn_synthetic-shapes.py',
+            quant_config=(
+                'configs/reference/dopq_w4a4_mask-rcnn_swin-ref-p4-w7_fpn_synthetic-shapes.py'
+            ),
+            checkpoint='checkpoints/reference/mask-rcnn_swin-ref-p4-w7_fpn_synthetic-shapes.pth',
+            metric_name=_DET_METRICS[0],
+            metric_names=_DET_METRICS,
+            task='detection',
+        ),
+        ReferenceModel(
+            name='vit-ref',
+            float_config='configs/reference/vit-ref-p8_synthetic-cls.py',
+            quant_config='configs/reference/dopq_w4a4_vit-ref-p8_synthetic-cls.py',
+            checkpoint='checkpoints/reference/vit-ref-p8_synthetic-cls.pth',
+            metric_name=_CLS_METRICS[0],
+            metric_names=_CLS_METRICS,
+            task='classification',
+        ),
+        ReferenceModel(
+            name='swin-ref',
+            float_config='configs/reference/swin-ref-p2-w7_synthetic-cls.py',
+            quant_config='configs/reference/dopq_w4a4_swin-ref-p2-w7_synthetic-cls.py',
+            checkpoint='checkpoints/reference/swin-ref-p2-w7_synthetic-cls.pth',
+            metric_name=_CLS_METRICS[0],
+            metric_names=_CLS_METRICS,
+            task='classification',
+        ),
+    )
+}
+
+
+def get_reference_model(name: str) -> ReferenceModel:
+    """The reference model called ``name`` (clear error listing the known ones)."""
+    if name not in REFERENCE_MODELS:
+        raise KeyError(f'unknown reference model {name!r}; choose from {sorted(REFERENCE_MODELS)}')
+    return REFERENCE_MODELS[name]
+
+
+def ensure_data(
+    cfg: Union[str, Any], root: Optional[str] = None, **overrides: Any
+) -> dict[str, Any]:
+    """Generate the synthetic data a reference config describes, unless it is up to date.
+
+    Args:
+        cfg: A config path or a loaded :class:`mmengine.config.Config` with a top-level
+            ``synthetic_data`` dict (``kind`` = ``'coco'`` or ``'cls'``, ``out_dir`` and the
+            generator's arguments).
+        root: Directory that a relative ``out_dir`` is resolved against (default: the cwd,
+            as the configs' own ``data_root`` is).
+        **overrides: Generator arguments to override (tests use fewer images).
+
+    Returns:
+        dict: The generator's summary (``skipped`` is True when nothing was written).
+    """
+    from mmdopq.datasets.synthetic_classification import generate_shapes_classification
+    from mmdopq.datasets.synthetic_shapes import generate_coco_shapes
+
+    if isinstance(cfg, str):
+        from mmengine.config import Config
+
+        cfg = Config.fromfile(cfg)
+    spec = cfg.get('synthetic_data')
+    if not spec:
+        raise KeyError(f'{getattr(cfg, "filename", "config")} has no `synthetic_data` dict')
+    spec = {**dict(spec), **overrides}
+    kind = spec.pop('kind', None)
+    out_dir = spec.pop('out_dir')
+    if root is not None and not osp.isabs(out_dir):
+        out_dir = osp.join(root, out_dir)
+    if kind == 'coco':
+        return generate_coco_shapes(out_dir, **spec)
+    if kind == 'cls':
+        return generate_shapes_classification(
+            out_dir,
+            num_train_per_class=spec.pop('num_train'),
+            num_val_per_class=spec.pop('num_val'),
+            **spec,
+        )
+    raise ValueError(f"synthetic_data.kind must be 'coco' or 'cls', got {kind!r}")

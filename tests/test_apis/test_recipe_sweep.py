@@ -1,0 +1,155 @@
+"""Recipe sweep helpers: commands, summaries, tables, plots (no model runs here)."""
+
+import json
+import math
+import os.path as osp
+
+import pytest
+
+from mmdopq.adapters import QuantRecipe
+from mmdopq.apis import REFERENCE_MODELS, VARIANTS, get_reference_model
+from mmdopq.apis.recipe_sweep import (
+    RunSpec,
+    build_specs,
+    percent,
+    render_markdown,
+    summarize,
+    write_results,
+)
+from mmdopq.visualization import plot_metric_vs_bits, plot_mosf_scales
+
+MODEL = get_reference_model('mask-rcnn_swin-ref')
+
+
+def _run(recipe, bits, seed, box, mask, calib_s=10.0, eval_s=20.0, rss=1000.0):
+    return dict(
+        model=MODEL.name,
+        recipe=recipe,
+        bits=bits,
+        seed=seed,
+        metric_name=MODEL.metric_name,
+        metric=box,
+        metrics={'coco/bbox_mAP': box, 'coco/segm_mAP': mask},
+        calib_s=0.0 if recipe == 'float' else calib_s,
+        eval_s=eval_s,
+        peak_rss_mb=rss,
+        calib_images=0 if recipe == 'float' else 32,
+        quant=dict(reparam_rule='mad'),
+        mosf={},
+    )
+
+
+def test_variants_resolve_to_recipes():
+    for recipe, options in VARIANTS.values():
+        cfg = dict(recipe=recipe)
+        for opt in options:
+            key, value = opt.split('=')
+            cfg[key.split('.')[-1]] = value
+        QuantRecipe.from_cfg(cfg)  # every variant is a valid recipe
+    assert QuantRecipe.from_cfg(dict(recipe='float')).bits_tag == 'float'
+
+
+def test_unknown_reference_model_and_variant_are_named():
+    with pytest.raises(KeyError, match='nope.*mask-rcnn_swin-ref'):
+        get_reference_model('nope')
+    with pytest.raises(ValueError, match="unknown recipes \\['bogus'\\]"):
+        build_specs([MODEL], ['bogus'], ['w4a4'], [0], '/tmp/x')
+
+
+def test_commands(tmp_path):
+    specs = build_specs([MODEL], ['float', 'repq', 'dopq-median'], ['w4a4'], [0, 1], str(tmp_path))
+    assert [s.label for s in specs] == [
+        f'{MODEL.name} float',
+        f'{MODEL.name} repq w4a4 seed 0',
+        f'{MODEL.name} repq w4a4 seed 1',
+        f'{MODEL.name} dopq-median w4a4 seed 0',
+        f'{MODEL.name} dopq-median w4a4 seed 1',
+    ]
+    float_cmd = specs[0].command('python')
+    assert '--bits' not in float_cmd and float_cmd[float_cmd.index('--recipe') + 1] == 'float'
+    cmd = specs[-1].command('python')
+    assert cmd[cmd.index('--recipe') + 1] == 'dopq'
+    assert cmd[cmd.index('--bits') + 1] == 'w4a4' and cmd[cmd.index('--seed') + 1] == '1'
+    assert cmd[-1] == 'model.quant.reparam_rule=median' and '--no-save' in cmd
+    assert len({s.work_dir for s in specs}) == len(specs)
+    with pytest.raises(ValueError, match='unknown variant'):
+        RunSpec(MODEL, 'x', 'w4a4', 0, str(tmp_path)).command()
+
+
+def test_percent():
+    assert percent('coco/bbox_mAP', 0.4123) == pytest.approx(41.23)
+    assert percent('accuracy/top1', 81.5) == 81.5
+
+
+def test_summarize_mean_spread_and_ratios():
+    runs = [
+        _run('float', 'float', 0, 50.0, 45.0, eval_s=20.0),
+        _run('repq', 'w4a4', 0, 40.0, 36.0, calib_s=12.0, eval_s=24.0),
+        _run('repq', 'w4a4', 1, 42.0, 38.0, calib_s=14.0, eval_s=26.0, rss=1200.0),
+        _run('dopq', 'w4a4', 0, 45.0, 41.0),
+    ]
+    recs = summarize(runs, {MODEL.name: 100})
+    assert [(r['recipe'], r['bits']) for r in recs] == [
+        ('float', 'float'),
+        ('repq', 'w4a4'),
+        ('dopq', 'w4a4'),
+    ]
+    repq = recs[1]
+    assert repq['metric'] == pytest.approx(41.0)
+    assert repq['metric_std'] == pytest.approx(math.sqrt(2.0))
+    assert (repq['metric_min'], repq['metric_max']) == (40.0, 42.0)
+    assert repq['float_metric'] == 50.0 and repq['drop'] == pytest.approx(-9.0)
+    assert repq['metrics']['coco/segm_mAP'] == pytest.approx(37.0)
+    assert repq['eval_vs_float'] == pytest.approx(25.0 / 20.0)
+    # one float pass over 32 calibration images: 32 x (20 s / 100 images) = 6.4 s
+    assert repq['calib_vs_float_pass'] == pytest.approx(13.0 / 6.4)
+    assert repq['peak_rss_mb'] == 1200.0 and repq['seeds'] == [0, 1]
+    assert recs[2]['metric_std'] == 0.0
+    required = {'model', 'recipe', 'bits', 'metric_name', 'metric', 'float_metric'}
+    required |= {'calib_s', 'eval_s', 'float_eval_s', 'peak_rss_mb'}
+    assert all(required <= set(r) for r in recs)
+    with pytest.raises(ValueError, match='no float run'):
+        summarize(runs[1:])
+
+
+def test_write_results_and_plots(tmp_path):
+    runs = [
+        _run('float', 'float', 0, 50.0, 45.0),
+        *[
+            _run(r, b, s, 40.0 + s, 35.0)
+            for r in ('repq', 'dopq')
+            for b in ('w4a4', 'w6a6')
+            for s in (0, 1)
+        ],
+    ]
+    recs = summarize(runs, {MODEL.name: 10})
+    header = dict(machine=dict(cpu='x', cores=2, system='Linux'), versions=dict(torch='2'))
+    json_path, md_path = write_results(recs, runs, str(tmp_path), header, 'T')
+    data = json.load(open(json_path))
+    assert data['machine']['cores'] == 2 and len(data['records']) == 5 and len(data['runs']) == 9
+    md = open(md_path).read()
+    assert '| repq | w4a4 | 40.50 +- 0.71 |' in md and '## mask-rcnn_swin-ref (10 val images)' in md
+    assert render_markdown(recs, header, 'T').startswith('# T')
+    png = plot_metric_vs_bits(recs, str(tmp_path / 'p' / 'bits.png'))
+    assert osp.getsize(png) > 10000
+    mosf = {
+        f'backbone.stages.{i}.norm1': dict(
+            scale=0.1 * (i + 1),
+            k=4.0 if i else 'inf',
+            n_capped=3 if i else 0,
+            channel_scale_mean=0.12 * (i + 1),
+            channel_scale_median=0.08 * (i + 1),
+        )
+        for i in range(4)
+    }
+    png = plot_mosf_scales(mosf, str(tmp_path / 'mosf.png'), 'mosf')
+    assert osp.getsize(png) > 10000
+    with pytest.raises(ValueError, match='no LayerNorm'):
+        plot_mosf_scales({'a': dict(scale=1.0)}, str(tmp_path / 'bad.png'))
+    assert not osp.exists(tmp_path / 'bad.png')
+
+
+def test_reference_registry_paths():
+    for m in REFERENCE_MODELS.values():
+        assert osp.isfile(m.path('float_config')) and osp.isfile(m.path('quant_config'))
+        assert m.metric_name == m.metric_names[0]
