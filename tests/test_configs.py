@@ -11,6 +11,9 @@ from mmengine.config import Config
 from mmdopq.adapters import QuantRecipe
 from mmdopq.adapters.quant_recipe import RECIPES
 
+#: Recipes with quant bases (``float`` quantizes nothing and has none).
+QUANT_RECIPES = sorted(r for r in RECIPES if r != 'float')
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 ALL = sorted(glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True))
 COMPLETE = [p for p in ALL if '_base_' not in p]
@@ -40,10 +43,10 @@ def rel(path):
 
 def test_there_are_configs():
     assert len(COMPLETE) >= 16 + 2 + 48  # COCO (Mask + Cascade Mask R-CNN), float, ImageNet
-    assert len(QUANT_BASES) == (len(RECIPES) + len(RULE_VARIANTS)) * len(QUANT_BITS)
+    assert len(QUANT_BASES) == (len(QUANT_RECIPES) + len(RULE_VARIANTS)) * len(QUANT_BITS)
 
 
-@pytest.mark.parametrize('name', [*sorted(RECIPES), *(f'dopq-{r}' for r in RULE_VARIANTS)])
+@pytest.mark.parametrize('name', [*QUANT_RECIPES, *(f'dopq-{r}' for r in RULE_VARIANTS)])
 def test_quant_base_matrix_is_complete(name):
     for bits in QUANT_BITS:
         path = osp.join(REPO, 'configs', '_base_', 'quant', f'{name}_w{bits}a{bits}.py')
@@ -104,9 +107,12 @@ def test_complete_config(path):
     if '/float/' in path:
         check_float_cascade_config(cfg, name)
         return
-    if '/reference/' in path:  # float training configs of the reference models
-        assert cfg.model.type == 'MaskRCNN' and cfg.train_cfg.type == 'IterBasedTrainLoop'
-        assert cfg.default_hooks.checkpoint.interval > 0  # resumable CPU training
+    if '/reference/' in path and not name.startswith('dopq_'):
+        # float training configs of the reference models: generated data, resumable training
+        assert cfg.model.type in ('MaskRCNN', 'CascadeRCNN', 'TimmClassifier')
+        assert cfg.synthetic_data.kind in ('coco', 'cls')
+        assert cfg.default_hooks.checkpoint.interval > 0
+        assert cfg.train_cfg.get('max_iters') or cfg.train_cfg.get('max_epochs')
         return
     assert cfg.model.type == 'mmdopq.QuantizedModel'
     recipe = QuantRecipe.from_cfg(cfg.model.quant)
@@ -114,7 +120,15 @@ def test_complete_config(path):
     hooks = [h for h in cfg.custom_hooks if h.type == 'mmdopq.QuantCalibrationHook']
     assert len(hooks) == 1
     assert cfg.test_dataloader.dataset.get('pipeline'), 'test pipeline needed (calibration too)'
-    if '/dopq/' in path:
+    if '/reference/' in path:  # quantized reference models: calibrate on the train split
+        float_cfg = Config.fromfile(osp.join(osp.dirname(path), name.split('_', 2)[2]))
+        assert cfg.model.architecture.to_dict() == float_cfg.model.to_dict()
+        assert hooks[0].num_images == 32 and hooks[0].selection == 'random'
+        calib = hooks[0].dataloader.dataset
+        assert 'train' in (calib.get('ann_file') or calib.get('data_prefix'))
+        assert cfg.test_dataloader.dataset.to_dict() == float_cfg.test_dataloader.dataset.to_dict()
+        assert cfg.get('load_from') is None
+    elif '/dopq/' in path:
         assert cfg.model.architecture.backbone.type == 'SwinTransformer'
         detector = 'CascadeRCNN' if '_cascade-mask-rcnn_' in name else 'MaskRCNN'
         assert cfg.model.architecture.type == detector

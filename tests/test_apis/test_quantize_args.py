@@ -4,7 +4,6 @@ import os.path as osp
 import sys
 
 import pytest
-from mmengine.config import Config
 
 from mmdopq.adapters import QuantRecipe
 from mmdopq.apis import ensure_data
