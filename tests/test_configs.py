@@ -113,6 +113,8 @@ def test_complete_config(path):
         assert cfg.synthetic_data.kind in ('coco', 'cls')
         assert cfg.default_hooks.checkpoint.interval > 0
         assert cfg.train_cfg.get('max_iters') or cfg.train_cfg.get('max_epochs')
+        if cfg.model.type != 'TimmClassifier':  # val subsets need the subset-aware COCO metric
+            assert cfg.val_evaluator.type == cfg.test_evaluator.type == 'mmdopq.SubsetCocoMetric'
         return
     assert cfg.model.type == 'mmdopq.QuantizedModel'
     recipe = QuantRecipe.from_cfg(cfg.model.quant)

@@ -101,7 +101,12 @@ val_dataloader = dict(
         indices=100,
     ),
 )
-val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
+# mmdet's CocoMetric scores every image of ann_file, so a val subset (indices=100 above, the
+# demo's --val-images) would count the images it skipped as misses; SubsetCocoMetric scores the
+# evaluated images only (identical to CocoMetric on the whole split).
+val_evaluator = dict(
+    type='mmdopq.SubsetCocoMetric', ann_file=data_root + 'annotations/instances_val.json'
+)
 test_evaluator = val_evaluator
 
 max_iters = 2500

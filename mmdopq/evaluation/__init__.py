@@ -1,3 +1,5 @@
 """Metrics registered in :data:`mmdopq.registry.METRICS` (imported lazily by MMEngine)."""
 
-__all__: list = []
+from .subset_coco_metric import SubsetCocoMetric
+
+__all__ = ['SubsetCocoMetric']
