@@ -10,6 +10,7 @@ resumes where it stopped.
 from __future__ import annotations
 
 import json
+import math
 import os
 import os.path as osp
 import platform
@@ -276,6 +277,48 @@ def summarize(runs: Sequence[dict], val_images: Optional[dict] = None) -> list[d
     return out
 
 
+def compare_recipes(records: Sequence[dict], a: str = 'dopq', b: str = 'repq') -> list[dict]:
+    """Recipe ``a`` against recipe ``b`` per (model, bits), with a verdict.
+
+    A difference is called ``'real'`` only when it exceeds the spread: the root sum of squares
+    of the two recipes' standard deviations over calibration seeds (so both need two seeds or
+    more; with fewer the verdict is ``'one seed'``).
+
+    Returns:
+        list[dict]: ``model``, ``bits``, ``metric_name``, ``a`` / ``b`` (names), ``metric_a`` /
+        ``metric_b`` (means), ``diff`` (a - b), ``spread``, ``seeds`` and ``verdict``
+        (``'real'``, ``'within spread'`` or ``'one seed'``).
+    """
+    by_key = {(r['model'], r['recipe'], r['bits']): r for r in records}
+    out = []
+    for (model, recipe, bits), ra in by_key.items():
+        rb = by_key.get((model, b, bits))
+        if recipe != a or rb is None:
+            continue
+        diff = ra['metric'] - rb['metric']
+        if min(len(ra['seeds']), len(rb['seeds'])) < 2:
+            spread, verdict = None, 'one seed'
+        else:
+            spread = math.hypot(ra['metric_std'], rb['metric_std'])
+            verdict = 'real' if abs(diff) > spread else 'within spread'
+        out.append(
+            dict(
+                model=model,
+                bits=bits,
+                metric_name=ra['metric_name'],
+                a=a,
+                b=b,
+                metric_a=ra['metric'],
+                metric_b=rb['metric'],
+                diff=diff,
+                spread=spread,
+                seeds=min(len(ra['seeds']), len(rb['seeds'])),
+                verdict=verdict,
+            )
+        )
+    return out
+
+
 def machine_info() -> dict:
     """CPU, cores and OS of this machine (recorded once per results file)."""
     cpu = platform.processor() or platform.machine()
@@ -351,6 +394,23 @@ def render_markdown(records: Sequence[dict], header: dict, title: str) -> str:
             ]
             lines.append('| ' + ' | '.join(cells) + ' |')
         lines.append('')
+    comparisons = compare_recipes(records)
+    if comparisons:
+        lines.append('## DopQ vs the RepQ-ViT recipe')
+        lines.append('')
+        lines.append(
+            'diff = dopq - repq (primary metric, percent); a difference is real only when it '
+            'exceeds the spread, sqrt(std_dopq^2 + std_repq^2) over calibration seeds.'
+        )
+        lines.append('')
+        lines.append('| model | bits | dopq | repq | diff | spread | seeds | verdict |')
+        lines.append('|---|---|---|---|---|---|---|---|')
+        for c in comparisons:
+            cells = [c['model'], c['bits'], f'{c["metric_a"]:.2f}', f'{c["metric_b"]:.2f}']
+            cells += [f'{c["diff"]:+.2f}', _fmt(c['spread'], '.2f'), str(c['seeds'])]
+            cells.append(c['verdict'])
+            lines.append('| ' + ' | '.join(cells) + ' |')
+        lines.append('')
     lines.append('Recipes: ' + '; '.join(f'`{k}` = {v}' for k, v in VARIANT_NOTES.items()))
     lines.append('')
     return '\n'.join(lines)
@@ -364,7 +424,8 @@ def write_results(
     json_path = osp.join(out_dir, 'results.json')
     md_path = osp.join(out_dir, 'results.md')
     slim_runs = [{k: v for k, v in r.items() if k not in ('mosf', 'versions')} for r in runs]
-    dump_json_atomic(dict(**header, records=list(records), runs=slim_runs), json_path)
+    data = dict(**header, records=list(records), comparisons=compare_recipes(records))
+    dump_json_atomic(dict(**data, runs=slim_runs), json_path)
     text = render_markdown(records, header, title)
 
     def _write(tmp: str) -> None:

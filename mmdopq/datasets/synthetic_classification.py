@@ -29,6 +29,7 @@ import numpy as np
 from .synthetic_shapes import (
     SPLITS,
     _choice,
+    _count,
     _second_colour,
     dump_json,
     finish,
@@ -53,7 +54,38 @@ CLS_CLASSES = tuple(sorted(f'{s}_{t}' for s in CLS_SHAPES for t in CLS_TEXTURES)
 
 _SPLIT_CODES = {'train': 100, 'val': 101}
 _CLUTTER_SHAPES = dict(ring=1.0, cross=1.0, ellipse=1.5)
-_STYLE = dict(max_blur_sigma=0.6, blur_prob=0.5, max_noise_sigma=5.0)
+
+#: Difficulty presets. ``'hard'`` (the default, generator 1.0.0's only style): textured
+#: backgrounds, up to four distractors that reuse the class textures, lines over the target.
+#: ``'easy'``: the same 12 classes and outlines on plain or gradient backgrounds with at most
+#: one small solid distractor, a larger target and stronger texture contrast, which a tiny ViT
+#: trained from scratch on a CPU can learn in a few dozen epochs.
+CLS_PRESETS: dict[str, dict[str, Any]] = {
+    'hard': dict(
+        background=dict(plain=1, gradient=1, smooth_noise=1.5, stripes=0.5, checker=0.5),
+        bg_contrast=30.0,
+        distractors=(1, 4),
+        distractor_size=(0.07, 0.17),
+        distractor_textures=dict(solid=1, stripes=1, checker=1, noise=0.5),
+        lines=(1, 4),
+        target_size=(0.2, 0.36),
+        target_contrast=(70.0, 130.0),
+        lines_over=(0, 2),
+        finish=dict(max_blur_sigma=0.6, blur_prob=0.5, max_noise_sigma=5.0),
+    ),
+    'easy': dict(
+        background=dict(plain=1, gradient=1),
+        bg_contrast=20.0,
+        distractors=(0, 1),
+        distractor_size=(0.06, 0.12),
+        distractor_textures=dict(solid=1),
+        lines=(0, 1),
+        target_size=(0.28, 0.4),
+        target_contrast=(110.0, 160.0),
+        lines_over=(0, 0),
+        finish=dict(max_blur_sigma=0.4, blur_prob=0.3, max_noise_sigma=3.0),
+    ),
+}
 
 
 def _colour_far_from(rng: np.random.Generator, ref: np.ndarray, min_dist: float) -> np.ndarray:
@@ -66,7 +98,7 @@ def _colour_far_from(rng: np.random.Generator, ref: np.ndarray, min_dist: float)
 
 
 def render_classification_image(
-    rng: np.random.Generator, size: int, shape: str, kind: str
+    rng: np.random.Generator, size: int, shape: str, kind: str, difficulty: str = 'hard'
 ) -> np.ndarray:
     """Draw one classification image.
 
@@ -75,46 +107,51 @@ def render_classification_image(
         size (int): Image side in pixels.
         shape (str): Target shape, one of :data:`CLS_SHAPES`.
         kind (str): Target texture, one of :data:`CLS_TEXTURES`.
+        difficulty (str): A key of :data:`CLS_PRESETS`.
 
     Returns:
         np.ndarray: ``(size, size, 3)`` uint8 BGR image.
     """
+    if difficulty not in CLS_PRESETS:
+        raise ValueError(f'difficulty must be one of {sorted(CLS_PRESETS)}, got {difficulty!r}')
+    style = CLS_PRESETS[difficulty]
     s = size
-    bg_kind = _choice(rng, dict(plain=1, gradient=1, smooth_noise=1.5, stripes=0.5, checker=0.5))
+    bg_kind = _choice(rng, style['background'])
     b1 = random_colour(rng)
     img = np.ascontiguousarray(
-        texture(bg_kind, s, s, b1, _second_colour(rng, b1, 30.0), rng, scale=1.5)
+        texture(bg_kind, s, s, b1, _second_colour(rng, b1, style['bg_contrast']), rng, scale=1.5)
     )
 
-    for _ in range(int(rng.integers(1, 5))):  # textured distractor outlines
+    for _ in range(_count(rng, style['distractors'])):  # distractor outlines
         name = _choice(rng, _CLUTTER_SHAPES)
         polys, holes = shape_polygons(
-            name, rng.uniform(0.07, 0.17) * s, rng.uniform(0, 2 * math.pi), rng
+            name, rng.uniform(*style['distractor_size']) * s, rng.uniform(0, 2 * math.pi), rng
         )
         mask = rasterize(polys, holes, rng.uniform(0, s), rng.uniform(0, s), (s, s))
         colour = random_colour(rng)
         paint(
             img,
             mask,
-            _choice(rng, dict(solid=1, stripes=1, checker=1, noise=0.5)),
+            _choice(rng, style['distractor_textures']),
             colour,
             _second_colour(rng, colour, rng.uniform(50, 120)),
             rng,
         )
-    for _ in range(int(rng.integers(1, 5))):
+    for _ in range(_count(rng, style['lines'])):
         _line(img, rng, s, thickness=int(rng.integers(1, 3)))
 
-    radius = rng.uniform(0.2, 0.36) * s  # always larger than the clutter
+    radius = rng.uniform(*style['target_size']) * s  # always larger than the clutter
     polys, holes = shape_polygons(shape, radius, rng.uniform(0, 2 * math.pi), rng)
     margin = radius * 0.9
     cx, cy = rng.uniform(margin, s - margin, 2)
     mask = rasterize(polys, holes, cx, cy, (s, s))
     c1 = _colour_far_from(rng, img[mask].mean(axis=0), 60.0)
-    paint(img, mask, kind, c1, _second_colour(rng, c1, rng.uniform(70, 130)), rng)
+    c2 = _second_colour(rng, c1, rng.uniform(*style['target_contrast']))
+    paint(img, mask, kind, c1, c2, rng)
 
-    for _ in range(int(rng.integers(0, 3))):  # thin lines over the target
+    for _ in range(_count(rng, style['lines_over'])):  # thin lines over the target
         _line(img, rng, s, thickness=1)
-    return finish(img, _STYLE, rng)
+    return finish(img, style['finish'], rng)
 
 
 def _line(img: np.ndarray, rng: np.random.Generator, s: int, thickness: int) -> None:
@@ -142,6 +179,7 @@ def generate_shapes_classification(
     num_val_per_class: int,
     img_size: int = 64,
     seed: int = 0,
+    difficulty: str = 'hard',
     force: bool = False,
 ) -> dict[str, Any]:
     """Generate a deterministic shape x texture classification set in ``ImageFolder`` layout.
@@ -153,6 +191,7 @@ def generate_shapes_classification(
         img_size (int): Image side in pixels.
         seed (int): Dataset seed. Image ``i`` of a class only depends on
             ``(seed, split, class, i)`` and ``img_size``: N images are a prefix of N + k.
+        difficulty (str): A key of :data:`CLS_PRESETS`.
         force (bool): Regenerate even if ``meta.json`` exists with the same params.
 
     Returns:
@@ -163,6 +202,8 @@ def generate_shapes_classification(
     size = int(img_size)
     if size < 24:
         raise ValueError(f'img_size must be at least 24, got {size}')
+    if difficulty not in CLS_PRESETS:
+        raise ValueError(f'difficulty must be one of {sorted(CLS_PRESETS)}, got {difficulty!r}')
     counts = dict(train=int(num_train_per_class), val=int(num_val_per_class))
     params = dict(
         generator='mmdopq.synthetic_classification',
@@ -173,6 +214,8 @@ def generate_shapes_classification(
         seed=int(seed),
         classes=list(CLS_CLASSES),
     )
+    if difficulty != 'hard':  # keeps the params (and meta.json) of 1.0.0's hard sets
+        params['difficulty'] = difficulty
     meta_file = osp.join(root, 'meta.json')
     t0 = time.perf_counter()
 
@@ -198,7 +241,7 @@ def generate_shapes_classification(
                 remove_stale(class_dir, counts[split])
                 for index in range(counts[split]):
                     rng = image_rng(int(seed), split, label, index)
-                    img = render_classification_image(rng, size, shape, kind)
+                    img = render_classification_image(rng, size, shape, kind, difficulty)
                     write_png(osp.join(class_dir, f'{index:06d}.png'), img)
         meta = dict(
             info=dict(

@@ -11,6 +11,7 @@ from mmdopq.apis import REFERENCE_MODELS, VARIANTS, get_reference_model
 from mmdopq.apis.recipe_sweep import (
     RunSpec,
     build_specs,
+    compare_recipes,
     percent,
     render_markdown,
     summarize,
@@ -112,6 +113,23 @@ def test_summarize_mean_spread_and_ratios():
         summarize(runs[1:])
 
 
+def test_compare_recipes_calls_a_difference_real_only_beyond_the_spread():
+    runs = [_run('float', 'float', 0, 50.0, 45.0)]
+    runs += [_run('repq', 'w4a4', s, v, 0.0) for s, v in enumerate((40.0, 41.0, 42.0))]
+    runs += [_run('dopq', 'w4a4', s, v, 0.0) for s, v in enumerate((44.0, 45.0, 46.0))]
+    runs += [_run('repq', 'w3a3', s, v, 0.0) for s, v in enumerate((30.0, 34.0, 38.0))]
+    runs += [_run('dopq', 'w3a3', s, v, 0.0) for s, v in enumerate((31.0, 35.0, 39.0))]
+    runs += [_run('repq', 'w6a6', 0, 49.0, 0.0), _run('dopq', 'w6a6', 0, 48.0, 0.0)]
+    comps = {c['bits']: c for c in compare_recipes(summarize(runs))}
+    assert set(comps) == {'w3a3', 'w4a4', 'w6a6'}
+    w4 = comps['w4a4']
+    assert w4['diff'] == pytest.approx(4.0) and w4['spread'] == pytest.approx(math.sqrt(2.0))
+    assert w4['verdict'] == 'real' and w4['seeds'] == 3
+    assert comps['w3a3']['diff'] == pytest.approx(1.0)
+    assert comps['w3a3']['verdict'] == 'within spread'  # spread sqrt(32)
+    assert comps['w6a6']['verdict'] == 'one seed' and comps['w6a6']['spread'] is None
+
+
 def test_write_results_and_plots(tmp_path):
     runs = [
         _run('float', 'float', 0, 50.0, 45.0),
@@ -127,7 +145,10 @@ def test_write_results_and_plots(tmp_path):
     json_path, md_path = write_results(recs, runs, str(tmp_path), header, 'T')
     data = json.load(open(json_path))
     assert data['machine']['cores'] == 2 and len(data['records']) == 5 and len(data['runs']) == 9
+    assert [c['verdict'] for c in data['comparisons']] == ['within spread', 'within spread']
     md = open(md_path).read()
+    assert '## DopQ vs the RepQ-ViT recipe' in md
+    assert '| mask-rcnn_swin-ref | w4a4 | 40.50 | 40.50 | +0.00 | 1.00 | 2 | within spread |' in md
     assert '| repq | w4a4 | 40.50 +- 0.71 |' in md and '## mask-rcnn_swin-ref (10 val images)' in md
     assert render_markdown(recs, header, 'T').startswith('# T')
     png = plot_metric_vs_bits(recs, str(tmp_path / 'p' / 'bits.png'))

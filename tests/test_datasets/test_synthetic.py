@@ -251,3 +251,22 @@ def test_classification_image_folder(tmp_path: Path) -> None:
     assert not c['skipped']
     files_a, files_c = _files(tmp_path / 'a'), _files(tmp_path / 'c')
     assert all(files_c[rel] == h for rel, h in files_a.items() if rel.endswith('.png'))
+
+
+def test_classification_easy_preset(tmp_path: Path) -> None:
+    a = generate_shapes_classification(str(tmp_path / 'a'), 2, 1, img_size=32, difficulty='easy')
+    generate_shapes_classification(str(tmp_path / 'b'), 2, 1, img_size=32, difficulty='easy')
+    hard = generate_shapes_classification(str(tmp_path / 'h'), 2, 1, img_size=32)
+    files_a, files_h = _files(tmp_path / 'a'), _files(tmp_path / 'h')
+    assert files_a == _files(tmp_path / 'b')
+    pngs = [rel for rel in files_a if rel.endswith('.png')]
+    assert len(pngs) == 3 * len(CLS_CLASSES) and all(files_a[r] != files_h[r] for r in pngs)
+    assert a['params']['difficulty'] == 'easy' and 'difficulty' not in hard['params']
+    # Changing the preset regenerates instead of reusing the other preset's images.
+    again = generate_shapes_classification(
+        str(tmp_path / 'h'), 2, 1, img_size=32, difficulty='easy'
+    )
+    assert not again['skipped'] and _files(tmp_path / 'h') == files_a
+    with pytest.raises(ValueError, match="difficulty must be one of .*'medium'"):
+        generate_shapes_classification(str(tmp_path / 'm'), 1, 1, difficulty='medium')
+    assert not osp.exists(tmp_path / 'm' / 'meta.json')

@@ -64,7 +64,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         '--difficulty',
         choices=('easy', 'medium', 'hard'),
         default='hard',
-        help='coco only: hard (default), medium (the reference models) or easy',
+        help='hard (default); coco: medium (the reference detectors) or easy; cls: easy '
+        '(the reference classifiers)',
     )
     parser.add_argument(
         '--min-instances',
@@ -124,6 +125,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             num_val_per_class=50 if args.num_val is None else args.num_val,
             img_size=(args.img_size or [64])[0],
             seed=args.seed,
+            difficulty=args.difficulty,
             force=args.force,
         )
     print(json.dumps(summary, indent=2))
