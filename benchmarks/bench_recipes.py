@@ -8,6 +8,10 @@ dir, so an interrupted benchmark resumes::
 
     python benchmarks/bench_recipes.py                       # everything (hours on a CPU)
     python benchmarks/bench_recipes.py --models vit-ref --bits w4a4 --seeds 0 1 2
+
+``--split tune`` evaluates on each model's held-out tuning split instead (same generator, another
+seed, never trained on and never reported; :func:`mmdopq.apis.reference.ensure_tune_split`) and
+writes to ``benchmarks/tune/``: anything tuned or investigated is judged there, never on val.
 """
 
 from __future__ import annotations
@@ -16,7 +20,13 @@ import argparse
 import os.path as osp
 import sys
 
-from mmdopq.apis import REFERENCE_MODELS, VARIANTS, ensure_data, get_reference_model
+from mmdopq.apis import (
+    REFERENCE_MODELS,
+    VARIANTS,
+    ensure_data,
+    ensure_tune_split,
+    get_reference_model,
+)
 from mmdopq.apis.recipe_sweep import build_specs, run_sweep
 
 HERE = osp.dirname(osp.abspath(__file__))
@@ -34,25 +44,44 @@ def parse_args(argv=None):
         default=0,
         help='evaluate on the first N val images of each model (default 0: all)',
     )
+    parser.add_argument(
+        '--split',
+        choices=('val', 'tune'),
+        default='val',
+        help='val (reported) or tune (the held-out tuning split, for investigations)',
+    )
     parser.add_argument('--threads', type=int, default=2, help='torch threads per run')
-    parser.add_argument('--work-dir', default='work_dirs/bench_recipes', help='per-run outputs')
-    parser.add_argument('--out-dir', default=HERE, help='results.{json,md} and plots/ go here')
-    return parser.parse_args(argv)
+    parser.add_argument(
+        '--work-dir',
+        help='per-run outputs (default: work_dirs/bench_recipes, or work_dirs/bench_recipes_tune)',
+    )
+    parser.add_argument(
+        '--out-dir', help='results.{json,md} and plots/ go here (default: benchmarks/[tune/])'
+    )
+    args = parser.parse_args(argv)
+    tune = args.split == 'tune'
+    args.work_dir = args.work_dir or 'work_dirs/bench_recipes' + ('_tune' if tune else '')
+    args.out_dir = args.out_dir or (osp.join(HERE, 'tune') if tune else HERE)
+    return args
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     models = [get_reference_model(m) for m in args.models]
-    for m in models:
-        ensure_data(m.path('float_config'))
     opts = {}
-    if args.val_images > 0:
-        opts = {m.name: [f'test_dataloader.dataset.indices={args.val_images}'] for m in models}
+    for m in models:
+        ensure_data(m.path('float_config'))  # calibration always draws from the train split
+        opts[m.name] = []
+        if args.split == 'tune':
+            opts[m.name] += ensure_tune_split(m.path('float_config'))[1]
+        if args.val_images > 0:
+            opts[m.name].append(f'test_dataloader.dataset.indices={args.val_images}')
     specs = build_specs(models, args.recipes, args.bits, args.seeds, args.work_dir, opts)
+    split = 'held-out tuning split' if args.split == 'tune' else 'val split'
     out = run_sweep(
         specs,
         args.out_dir,
-        title='mmdopq recipe benchmark',
+        title=f'mmdopq recipe benchmark ({split})',
         command=' '.join(['python', *sys.argv]) if argv is None else ' '.join(argv),
         threads=args.threads,
         echo=lambda m: print(m, flush=True),

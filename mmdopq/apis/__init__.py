@@ -1,7 +1,13 @@
 """High-level entry points: reference models and their data, recipe sweeps (demo, benchmark)."""
 
 from .recipe_sweep import VARIANTS, RunSpec, run_quantize, summarize, write_results
-from .reference import REFERENCE_MODELS, ReferenceModel, ensure_data, get_reference_model
+from .reference import (
+    REFERENCE_MODELS,
+    ReferenceModel,
+    ensure_data,
+    ensure_tune_split,
+    get_reference_model,
+)
 
 __all__ = [
     'REFERENCE_MODELS',
@@ -9,6 +15,7 @@ __all__ = [
     'ReferenceModel',
     'RunSpec',
     'ensure_data',
+    'ensure_tune_split',
     'get_reference_model',
     'run_quantize',
     'summarize',

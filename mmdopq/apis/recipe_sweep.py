@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from ..utils.fileio import dump_json_atomic, write_atomic
+from ..utils.fileio import dump_json_atomic, file_sha256, write_atomic
 from .reference import REPO_ROOT, ReferenceModel
 
 #: Benchmark variants: name -> (``--recipe`` of tools/quantize.py, extra ``--cfg-options``).
@@ -134,10 +134,14 @@ def run_quantize(
     cmd = spec.command()
     results_file = osp.join(spec.work_dir, 'results.json')
     run_file = osp.join(spec.work_dir, 'run.json')
+    # a finished run is reused only for the same command on the same checkpoint bytes (a
+    # retrained reference model keeps its path)
+    ckpt_sha256 = file_sha256(spec.checkpoint or spec.model.path('checkpoint'))
     if reuse and osp.isfile(results_file) and osp.isfile(run_file):
         with open(run_file) as f:
             previous = json.load(f)
-        if previous.get('command') == cmd[1:]:
+        same_ckpt = previous.get('checkpoint_sha256') == ckpt_sha256
+        if previous.get('command') == cmd[1:] and same_ckpt:
             if echo:
                 echo(f'  {spec.label}: reusing {results_file}')
             return run_record(spec, previous, results_file)
@@ -165,7 +169,13 @@ def run_quantize(
             f'{spec.label}: tools/quantize.py exited with {proc.returncode}; '
             f'log {log_path}:\n{tail}'
         )
-    info = dict(command=cmd[1:], wall_s=wall_s, peak_rss_mb=usage.ru_maxrss / 1024, threads=threads)
+    info = dict(
+        command=cmd[1:],
+        checkpoint_sha256=ckpt_sha256,
+        wall_s=wall_s,
+        peak_rss_mb=usage.ru_maxrss / 1024,
+        threads=threads,
+    )
     dump_json_atomic(info, run_file)
     return run_record(spec, info, results_file)
 
@@ -200,6 +210,7 @@ def run_record(spec: RunSpec, info: dict, results_file: str) -> dict:
         quant=res.get('quant'),
         versions=res.get('versions'),
         work_dir=spec.work_dir,
+        checkpoint_sha256=info.get('checkpoint_sha256'),
         command=' '.join(info['command']),
     )
 
@@ -269,6 +280,7 @@ def summarize(runs: Sequence[dict], val_images: Optional[dict] = None) -> list[d
                 calib_images=rs[0]['calib_images'],
                 val_images=n_val,
                 seeds=[r['seed'] for r in rs],
+                checkpoint_sha256=fl.get('checkpoint_sha256'),
                 quant=rs[0]['quant'],
             )
         )

@@ -112,3 +112,47 @@ def ensure_data(
             **spec,
         )
     raise ValueError(f"synthetic_data.kind must be 'coco' or 'cls', got {kind!r}")
+
+
+#: Added to a reference dataset's seed to make its held-out tuning split.
+TUNE_SEED_OFFSET = 1000
+
+
+def ensure_tune_split(
+    cfg: Union[str, Any], root: Optional[str] = None, **overrides: Any
+) -> tuple[dict[str, Any], list[str]]:
+    """Generate the held-out tuning split of a reference config and say how to evaluate on it.
+
+    Anything tuned or investigated (quantizer grids, objectives, calibration size) must not be
+    judged on the val split whose numbers are reported. The tuning split is drawn by the same
+    generator with the same difficulty and image count as the config's val split, from the
+    seed ``synthetic_data.seed + TUNE_SEED_OFFSET``, into ``<out_dir>_tune/``; it has no train
+    images, and the reference models never saw it.
+
+    Args:
+        cfg: A config path or loaded config with a ``synthetic_data`` dict.
+        root: Directory a relative ``out_dir`` is resolved against (default: the cwd).
+        **overrides: Generator arguments to override (e.g. ``num_val``).
+
+    Returns:
+        tuple: The generator's summary, and the ``--cfg-options`` (``key=value`` strings) that
+        point a config's test dataloader and evaluator at the tuning split.
+    """
+    if isinstance(cfg, str):
+        from mmengine.config import Config
+
+        cfg = Config.fromfile(cfg)
+    spec = cfg.get('synthetic_data')
+    if not spec:
+        raise KeyError(f'{getattr(cfg, "filename", "config")} has no `synthetic_data` dict')
+    out_dir = spec['out_dir'].rstrip('/') + '_tune/'
+    tune = dict(
+        synthetic_data=dict(
+            spec, out_dir=out_dir, num_train=0, seed=spec['seed'] + TUNE_SEED_OFFSET, **overrides
+        )
+    )
+    summary = ensure_data(tune, root=root)
+    opts = [f'test_dataloader.dataset.data_root={out_dir}']
+    if spec['kind'] == 'coco':
+        opts.append(f'test_evaluator.ann_file={out_dir}annotations/instances_val.json')
+    return summary, opts

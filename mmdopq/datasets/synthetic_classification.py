@@ -26,6 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..utils.fileio import file_sha256
 from .synthetic_shapes import (
     SPLITS,
     _choice,
@@ -38,7 +39,6 @@ from .synthetic_shapes import (
     random_colour,
     rasterize,
     remove_stale,
-    sha256_file,
     shape_polygons,
     texture,
     write_png,
@@ -262,7 +262,7 @@ def generate_shapes_classification(
         params=params,
         skipped=skipped,
         meta_file=meta_file,
-        sha256=sha256_file(meta_file),
+        sha256=file_sha256(meta_file),
         splits={s: dict(dir=osp.join(root, s), num_images=meta['num_images'][s]) for s in SPLITS},
         seconds=round(time.perf_counter() - t0, 3),
     )

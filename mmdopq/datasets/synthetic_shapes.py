@@ -34,7 +34,6 @@ sorted keys and coordinates that are multiples of 0.25.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -46,6 +45,8 @@ from typing import Any, Optional, Union
 
 import cv2
 import numpy as np
+
+from ..utils.fileio import file_sha256
 
 GENERATOR_VERSION = '1.0.0'
 
@@ -649,15 +650,6 @@ def _outside(polys: Sequence[np.ndarray], cx: float, cy: float, w: int, h: int) 
 # --------------------------------------------------------------------------------------------
 
 
-def sha256_file(path: str) -> str:
-    """Return the hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def write_bytes_atomic(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename."""
     tmp = f'{path}.{os.getpid()}.tmp'
@@ -874,7 +866,7 @@ def generate_coco_shapes(
         summary['splits'][s] = dict(
             img_dir=img_dirs[s],
             ann_file=ann_files[s],
-            sha256=sha256_file(ann_files[s]),
+            sha256=file_sha256(ann_files[s]),
             **coco_stats(cocos[s]),
         )
     summary['seconds'] = round(time.perf_counter() - t0, 3)

@@ -5,6 +5,7 @@ A crash or an error never leaves a partial ``results.json`` or checkpoint behind
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -27,6 +28,15 @@ def write_atomic(path: str, write: Callable[[str], Any]) -> str:
             os.unlink(tmp)
         raise
     return path
+
+
+def file_sha256(path: str, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes (read in chunks)."""
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def to_jsonable(o: Any) -> Any:

@@ -174,3 +174,53 @@ def test_reference_registry_paths():
     for m in REFERENCE_MODELS.values():
         assert osp.isfile(m.path('float_config')) and osp.isfile(m.path('quant_config'))
         assert m.metric_name == m.metric_names[0]
+
+
+def test_tune_split_is_held_out_from_val(tmp_path):
+    from mmdopq.apis import ensure_data, ensure_tune_split
+
+    cfg = MODEL.path('float_config')
+    summary, opts = ensure_tune_split(cfg, root=str(tmp_path), num_val=2)
+    reported = ensure_data(cfg, root=str(tmp_path), num_train=0, num_val=2)
+    assert summary['params']['seed'] == 1000 and summary['splits']['train']['num_images'] == 0
+    assert opts == [
+        'test_dataloader.dataset.data_root=data/reference_coco_tune/',
+        'test_evaluator.ann_file=data/reference_coco_tune/annotations/instances_val.json',
+    ]
+    # different images from the reported val split
+    assert summary['splits']['val']['sha256'] != reported['splits']['val']['sha256']
+    cls = get_reference_model_config('vit-ref-p8_synthetic-cls.py')
+    _, cls_opts = ensure_tune_split(cls, root=str(tmp_path), num_val=1)
+    assert cls_opts == ['test_dataloader.dataset.data_root=data/reference_cls_tune/']
+    assert sorted(p.name for p in (tmp_path / 'data/reference_cls_tune/val').iterdir())
+
+
+def get_reference_model_config(name):
+    return osp.join(osp.dirname(MODEL.path('float_config')), name)
+
+
+def test_finished_runs_are_reused_only_for_the_same_checkpoint(tmp_path):
+    from mmdopq.apis import run_quantize
+
+    ckpt = tmp_path / 'model.pth'
+    ckpt.write_bytes(b'weights v1')
+    spec = RunSpec(MODEL, 'repq', 'w4a4', 0, str(tmp_path / 'run'), checkpoint=str(ckpt))
+    (tmp_path / 'run').mkdir()
+    res = dict(metrics={'coco/bbox_mAP': 0.25, 'coco/segm_mAP': 0.2}, calib_s=1.0, eval_s=2.0)
+    (tmp_path / 'run' / 'results.json').write_text(json.dumps(res))
+    from mmdopq.utils.fileio import file_sha256
+
+    info = dict(command=spec.command()[1:], checkpoint_sha256=file_sha256(str(ckpt)))
+    info.update(wall_s=3.0, peak_rss_mb=500.0)
+    (tmp_path / 'run' / 'run.json').write_text(json.dumps(info))
+    seen = []
+    rec = run_quantize(spec, echo=seen.append)
+    assert 'reusing' in seen[0] and rec['metric'] == 25.0
+    assert rec['checkpoint_sha256'] == file_sha256(str(ckpt))
+    # same command, retrained weights at the same path: the run is redone, not reused (here
+    # it fails fast, as the file is not a checkpoint)
+    ckpt.write_bytes(b'weights v2')
+    seen.clear()
+    with pytest.raises(RuntimeError, match='tools/quantize.py exited'):
+        run_quantize(spec, echo=seen.append, poll_s=1e9)
+    assert not any('reusing' in m for m in seen)

@@ -11,13 +11,12 @@ their dtype when a state dict is copied in), writes atomically and prints the si
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os.path as osp
 
 import torch
 
 import mmdopq  # noqa: F401  (checkpoint compat)
-from mmdopq.utils.fileio import write_atomic
+from mmdopq.utils.fileio import file_sha256, write_atomic
 
 META_KEYS = ('epoch', 'iter', 'seed', 'mmengine_version', 'time', 'dataset_meta', 'experiment_name')
 
@@ -39,8 +38,7 @@ def publish(src: str, dst: str, fp16: bool = True) -> dict:
     if 'cfg' in old_meta:
         meta['cfg'] = old_meta['cfg']
     write_atomic(dst, lambda tmp: torch.save(dict(meta=meta, state_dict=state), tmp))
-    with open(dst, 'rb') as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
+    digest = file_sha256(dst)
     return dict(dst=dst, size_mb=osp.getsize(dst) / 2**20, sha256=digest, num_tensors=len(state))
 
 
