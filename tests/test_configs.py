@@ -242,3 +242,23 @@ def test_full_size_models_build():
         layers = {n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
         assert layers == {n for n in model.quant_plan.sites if n in layers}
         assert len(model.quant_plan.post_softmax_sites) == 12  # Swin-T 2+2+6+2, DeiT-S 12
+
+
+def test_reference_mask_rcnn_training_stages_chain():
+    """Each training stage of the reference Mask R-CNN trains the same model on the same data,
+    starting from the weights the previous stage leaves (the model card's commands)."""
+    ref = osp.join(REPO, 'configs', 'reference', 'mask-rcnn_swin-ref-p4-w7_fpn_synthetic-shapes')
+    stages = [Config.fromfile(ref + suffix) for suffix in ('.py', '_stage2.py', '_stage3.py')]
+    base = stages[0]
+    for cfg in stages[1:]:
+        assert cfg.model.to_dict() == base.model.to_dict()
+        assert cfg.train_dataloader.to_dict() == base.train_dataloader.to_dict()
+        assert cfg.test_dataloader.to_dict() == base.test_dataloader.to_dict()
+        assert cfg.param_scheduler[-1].end == cfg.train_cfg.max_iters
+    assert base.get('load_from') is None  # stage 1 starts from scratch
+    assert stages[1].load_from == 'work_dirs/ref_mask_rcnn/stage1_fp16.pth'
+    assert (
+        stages[2].load_from
+        == f'work_dirs/ref_mask_rcnn_s2/iter_{stages[1].train_cfg.max_iters}.pth'
+    )
+    assert len({cfg.randomness.seed for cfg in stages}) == len(stages)
