@@ -111,9 +111,9 @@ def _progress_line(log_path: str) -> str:
         return ''
     lines = [ln.strip() for ln in tail.replace('\r', '\n').splitlines() if ln.strip()]
     for ln in reversed(lines):
-        if 'Epoch(test)' in ln or 'mmdopq:' in ln:
-            ln = ln.split(' - ', 1)[-1]
-            return ln[:110]
+        if '(test)' in ln or 'mmdopq:' in ln:  # Epoch(test) or Iter(test)
+            parts = ln.split(' - ', 3)  # 'date time - mmengine - LEVEL - message'
+            return parts[-1][:110]
     return ''
 
 

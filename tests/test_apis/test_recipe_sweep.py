@@ -224,3 +224,19 @@ def test_finished_runs_are_reused_only_for_the_same_checkpoint(tmp_path):
     with pytest.raises(RuntimeError, match='tools/quantize.py exited'):
         run_quantize(spec, echo=seen.append, poll_s=1e9)
     assert not any('reusing' in m for m in seen)
+
+
+def test_progress_line_follows_iteration_and_epoch_based_test_logs(tmp_path):
+    from mmdopq.apis.recipe_sweep import _progress_line
+
+    log = tmp_path / 'quantize.log'
+    assert _progress_line(str(log)) == ''  # not written yet
+    log.write_text(
+        '12/01 14:18:32 - mmengine - INFO - mmdopq: recipe float: evaluating the float model\n'
+        'index created!\n'
+        '12/01 14:19:15 - mmengine - INFO - Iter(test) [ 20/200]    eta: 0:06:27\n'
+    )
+    assert _progress_line(str(log)).startswith('Iter(test) [ 20/200]')
+    with log.open('a') as f:
+        f.write('12/01 14:19:16 - mmengine - INFO - Epoch(test) [40/200]    eta: 0:06:00\n')
+    assert _progress_line(str(log)).startswith('Epoch(test) [40/200]')
