@@ -262,3 +262,13 @@ def test_reference_mask_rcnn_training_stages_chain():
         == f'work_dirs/ref_mask_rcnn_s2/iter_{stages[1].train_cfg.max_iters}.pth'
     )
     assert len({cfg.randomness.seed for cfg in stages}) == len(stages)
+
+
+def test_reference_vit_stage2_trains_the_same_model_from_stage1():
+    ref = osp.join(REPO, 'configs', 'reference', 'vit-ref-p8_synthetic-cls')
+    base, stage2 = Config.fromfile(ref + '.py'), Config.fromfile(ref + '_stage2.py')
+    assert stage2.model.to_dict() == base.model.to_dict()
+    assert stage2.train_dataloader.to_dict() == base.train_dataloader.to_dict()
+    assert stage2.load_from == 'work_dirs/ref_vit/stage1_fp16.pth' and base.get('load_from') is None
+    assert stage2.param_scheduler[-1].end == stage2.train_cfg.max_epochs
+    assert stage2.randomness.seed != base.randomness.seed
