@@ -40,9 +40,11 @@ def parse_args(argv=None):
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
     parser.add_argument(
         '--val-images',
-        type=int,
-        default=0,
-        help='evaluate on the first N val images of each model (default 0: all)',
+        nargs='+',
+        default=['0'],
+        metavar='N|MODEL=N',
+        help='evaluate on the first N val images (0: all, the default); N applies to every '
+        'model, MODEL=N to one (e.g. mask-rcnn_swin-ref=200)',
     )
     parser.add_argument(
         '--split',
@@ -59,10 +61,25 @@ def parse_args(argv=None):
         '--out-dir', help='results.{json,md} and plots/ go here (default: benchmarks/[tune/])'
     )
     args = parser.parse_args(argv)
+    args.val_images = parse_val_images(parser, args.val_images, args.models)
     tune = args.split == 'tune'
     args.work_dir = args.work_dir or 'work_dirs/bench_recipes' + ('_tune' if tune else '')
     args.out_dir = args.out_dir or (osp.join(HERE, 'tune') if tune else HERE)
     return args
+
+
+def parse_val_images(parser, values, models) -> dict:
+    """``['200']`` or ``['mask-rcnn_swin-ref=200', ...]`` -> {model: N} (0 = all images)."""
+    out = dict.fromkeys(models, 0)
+    for v in values:
+        name, _, n = v.rpartition('=')
+        if name and name not in out:
+            parser.error(f'--val-images {v}: {name!r} is not among --models {models}')
+        if not n.isdigit():
+            parser.error(f'--val-images {v}: expected N or MODEL=N with N >= 0')
+        for m in [name] if name else models:
+            out[m] = int(n)
+    return out
 
 
 def main(argv=None) -> dict:
@@ -74,8 +91,8 @@ def main(argv=None) -> dict:
         opts[m.name] = []
         if args.split == 'tune':
             opts[m.name] += ensure_tune_split(m.path('float_config'))[1]
-        if args.val_images > 0:
-            opts[m.name].append(f'test_dataloader.dataset.indices={args.val_images}')
+        if args.val_images[m.name] > 0:
+            opts[m.name].append(f'test_dataloader.dataset.indices={args.val_images[m.name]}')
     specs = build_specs(models, args.recipes, args.bits, args.seeds, args.work_dir, opts)
     split = 'held-out tuning split' if args.split == 'tune' else 'val split'
     out = run_sweep(
