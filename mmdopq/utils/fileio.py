@@ -22,6 +22,10 @@ def write_atomic(path: str, write: Callable[[str], Any]) -> str:
     os.close(fd)
     try:
         write(tmp)
+        # mkstemp creates 0600; give the result the mode a plain open() would (umask applied)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if osp.exists(tmp):

@@ -240,3 +240,25 @@ def test_progress_line_follows_iteration_and_epoch_based_test_logs(tmp_path):
     with log.open('a') as f:
         f.write('12/01 14:19:16 - mmengine - INFO - Epoch(test) [40/200]    eta: 0:06:00\n')
     assert _progress_line(str(log)).startswith('Epoch(test) [40/200]')
+
+
+def test_atomic_writes_leave_a_normal_file_and_nothing_on_error(tmp_path):
+    import os
+
+    from mmdopq.utils.fileio import dump_json_atomic, write_atomic
+
+    path = tmp_path / 'results.json'
+    dump_json_atomic({'a': 1}, str(path))
+    assert json.loads(path.read_text()) == {'a': 1}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+
+    def fail(tmp):
+        with open(tmp, 'w') as f:
+            f.write('partial')
+        raise RuntimeError('disk full')
+
+    with pytest.raises(RuntimeError, match='disk full'):
+        write_atomic(str(tmp_path / 'other.json'), fail)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['results.json']
