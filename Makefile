@@ -3,7 +3,7 @@
 #   make install    create/refresh $(VENV) with torch, mmcv (compiled ops), mmdet, mmdopq
 #   make test       install if needed, then lint, then the test suite (pytest -n 2)
 #   make demo       install if needed, then the demo (float / RepQ / DopQ on the reference
-#                   Mask R-CNN at W4A4 and W6A6; about 10 min on 2 cores), into work_dirs/demo
+#                   Mask R-CNN at W4A4 and W6A6; about 5 min on 2 cores), into work_dirs/demo
 #   make benchmark  install if needed, then the full recipe benchmark (hours on a CPU)
 #   make test-fast  the test suite only, in the existing $(VENV) (alias: make pytest)
 #   make lint       ruff check + ruff format --check
