@@ -97,6 +97,18 @@ def get_reference_model(name: str) -> ReferenceModel:
     return REFERENCE_MODELS[name]
 
 
+def synthetic_data_spec(cfg: Union[str, Any]) -> dict[str, Any]:
+    """The ``synthetic_data`` dict of a reference config (a path, a loaded config or a dict)."""
+    if isinstance(cfg, str):
+        from mmengine.config import Config
+
+        cfg = Config.fromfile(cfg)
+    spec = cfg.get('synthetic_data')
+    if not spec:
+        raise KeyError(f'{getattr(cfg, "filename", "config")} has no `synthetic_data` dict')
+    return dict(spec)
+
+
 def ensure_data(
     cfg: Union[str, Any], root: Optional[str] = None, **overrides: Any
 ) -> dict[str, Any]:
@@ -116,14 +128,7 @@ def ensure_data(
     from mmdopq.datasets.synthetic_classification import generate_shapes_classification
     from mmdopq.datasets.synthetic_shapes import generate_coco_shapes
 
-    if isinstance(cfg, str):
-        from mmengine.config import Config
-
-        cfg = Config.fromfile(cfg)
-    spec = cfg.get('synthetic_data')
-    if not spec:
-        raise KeyError(f'{getattr(cfg, "filename", "config")} has no `synthetic_data` dict')
-    spec = {**dict(spec), **overrides}
+    spec = {**synthetic_data_spec(cfg), **overrides}
     kind = spec.pop('kind', None)
     out_dir = spec.pop('out_dir')
     if root is not None and not osp.isabs(out_dir):
@@ -164,13 +169,7 @@ def ensure_tune_split(
         tuple: The generator's summary, and the ``--cfg-options`` (``key=value`` strings) that
         point a config's test dataloader and evaluator at the tuning split.
     """
-    if isinstance(cfg, str):
-        from mmengine.config import Config
-
-        cfg = Config.fromfile(cfg)
-    spec = cfg.get('synthetic_data')
-    if not spec:
-        raise KeyError(f'{getattr(cfg, "filename", "config")} has no `synthetic_data` dict')
+    spec = synthetic_data_spec(cfg)
     out_dir = spec['out_dir'].rstrip('/') + '_tune/'
     tune = dict(
         synthetic_data=dict(
