@@ -55,6 +55,9 @@ class QuantRecipe:
         post_softmax: Quantizer of the attention map: ``'tan'``,
             ``'tan_symmetric'``, ``'log_sqrt2'`` or ``'uniform'``.
         softmax_objective: ``'output'`` (error of ``attn @ v``) or ``'tensor'``.
+        qk_objective: Calibration objective of the query quantizer: ``'tensor'`` (its
+            own error, as RepQ-ViT and DopQ-ViT) or ``'output'`` (error of ``q @ k^T``,
+            an mmdopq option).
         reparam_rule: LayerNorm fold rule ``'mean'``, ``'median'``, ``'mad'``
             or ``'none'`` (keep per-channel post-LN quantizers, no fold).
         weight_method: Weight calibration (``'minmax'``, ``'percentile'``, ``'mse'``).
@@ -72,6 +75,7 @@ class QuantRecipe:
     scope: str = 'whole'
     post_softmax: str = 'tan'
     softmax_objective: str = 'output'
+    qk_objective: str = 'tensor'
     reparam_rule: str = 'mad'
     weight_method: str = 'percentile'
     act_method: str = 'percentile'
@@ -103,6 +107,7 @@ class QuantRecipe:
             ('scope', SCOPES),
             ('post_softmax', POST_SOFTMAX),
             ('softmax_objective', ('tensor', 'output')),
+            ('qk_objective', ('tensor', 'output')),
             ('reparam_rule', REPARAM_RULES),
             ('weight_method', ('minmax', 'percentile', 'mse')),
             ('act_method', ('minmax', 'percentile', 'mse')),
@@ -183,6 +188,6 @@ class QuantRecipe:
         ``q`` and ``k`` go through :meth:`act`; the attention map through
         :meth:`softmax`, calibrated with ``softmax_objective``; ``v`` through :meth:`act`.
         """
-        qk = QuantMatMul(self.act(), self.act())
+        qk = QuantMatMul(self.act(), self.act(), a_objective=self.qk_objective)
         av = QuantMatMul(self.softmax(), self.act(), a_objective=self.softmax_objective)
         return qk, av

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from ..utils.fileio import dump_json_atomic, file_sha256, write_atomic
+from ..utils.fileio import dump_json_atomic, file_sha256, write_text_atomic
 from .reference import REPO_ROOT, ReferenceModel
 
 #: Benchmark variants: name -> (``--recipe`` of tools/quantize.py, extra ``--cfg-options``).
@@ -438,13 +438,7 @@ def write_results(
     slim_runs = [{k: v for k, v in r.items() if k not in ('mosf', 'versions')} for r in runs]
     data = dict(**header, records=list(records), comparisons=compare_recipes(records))
     dump_json_atomic(dict(**data, runs=slim_runs), json_path)
-    text = render_markdown(records, header, title)
-
-    def _write(tmp: str) -> None:
-        with open(tmp, 'w') as f:
-            f.write(text)
-
-    write_atomic(md_path, _write)
+    write_text_atomic(md_path, render_markdown(records, header, title))
     return json_path, md_path
 
 

@@ -67,3 +67,13 @@ def dump_json_atomic(obj: Any, path: str, indent: int = 2) -> str:
             f.write('\n')
 
     return write_atomic(path, write)
+
+
+def write_text_atomic(path: str, text: str) -> str:
+    """Write ``text`` to ``path`` atomically."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, 'w') as f:
+            f.write(text)
+
+    return write_atomic(path, write)

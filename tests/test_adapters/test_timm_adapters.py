@@ -389,10 +389,20 @@ def test_recipe_bits_reach_sites():
     assert sites['layers.0.blocks.0.attn.qkv'].input_quantizer.per_channel
     assert not sites['layers.0.blocks.0.attn.proj'].input_quantizer.per_channel
     assert sites['layers.0.blocks.0.attn.av_matmul'].a_objective == 'tensor'
+    assert sites['layers.0.blocks.0.attn.qk_matmul'].a_objective == 'tensor'
     assert all(
         q.bits == 4 for n, s in sites.items() if n != 'patch_embed.proj' for _, q in s.quantizers()
     )
     assert math.isclose(sites['layers.0.blocks.0.attn.qk_matmul'].quantizer_a.n_levels, 16)
+
+
+@pytest.mark.parametrize('arch', ('vit', 'swin'))
+def test_qk_objective_reaches_query_quantizers(arch):
+    plan = adapt(build(arch), QuantRecipe.from_cfg(dict(recipe='repq', qk_objective='output')))
+    qk = [s for n, s in plan.sites.items() if n.endswith('qk_matmul')]
+    assert qk and all(s.a_objective == 'output' for s in qk)
+    with pytest.raises(ValueError, match='qk_objective'):
+        QuantRecipe.from_cfg(dict(qk_objective='logits'))
 
 
 @pytest.mark.parametrize('arch', ('vit', 'swin'))

@@ -119,6 +119,30 @@ def test_output_objective_reduces_product_error():
     assert errs['output'] <= errs['tensor'] * (1 + 1e-6)
 
 
+def test_query_output_objective_reduces_logit_error():
+    # q @ k^T where one channel is large in both q and k (as in trained ViTs): the query's
+    # own L2 error clips that channel; the logit error (qk_objective='output') keeps it.
+    torch.manual_seed(0)
+    q = torch.randn(16, 4, 49, 32) * 0.1
+    k = torch.randn(16, 4, 49, 32)
+    q[..., 0] *= 10.0
+    k[..., 0] *= 20.0
+    kt = k.transpose(-2, -1)
+    errs, scales = {}, {}
+    for objective in ('tensor', 'output'):
+        qa = UniformQuantizer(4, method='percentile', percentiles=(0.999, 1.0))
+        m = QuantMatMul(qa, UniformQuantizer(8), a_objective=objective)
+        m.quantizer_b.enabled = False
+        m.set_quant_mode('calib')
+        m(q, kt)
+        m.calibrate()
+        m.set_quant_mode('quant')
+        errs[objective] = float((m(q, kt) - q @ kt).pow(2).mean())
+        scales[objective] = float(qa.scale)
+    assert scales['output'] > scales['tensor']  # the wider range
+    assert errs['output'] < errs['tensor'] * 0.98
+
+
 def test_set_quant_mode_and_listing():
     model = nn.Sequential(
         QuantLinear.from_float(nn.Linear(4, 4), wq(), aq()),

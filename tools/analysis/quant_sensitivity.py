@@ -1,0 +1,233 @@
+"""Which quantizers cost the accuracy? Evaluate a quantized model with groups of them switched off.
+
+Loads a quantized checkpoint written by ``tools/quantize.py`` (no re-calibration: the
+parameters under study are exactly the saved ones), evaluates it as is, then once per group
+of quantizers with that group switched off (its tensors pass through in float), and once
+with every quantizer off (which must give the float model's metric back: the LayerNorm fold
+is exact). The recovery of a group (its metric minus the fully quantized metric) is how much
+of the loss it causes::
+
+    python tools/analysis/quant_sensitivity.py CONFIG QUANTIZED_CKPT [--work-dir DIR]
+        [--recipe NAME] [--bits wXaY] [--kind act|weight|all] [--expand REGEX ...]
+        [--cfg-options k=v ...]
+
+Quantizers are grouped by role: the qualified name with every layer index replaced by ``*``
+(``blocks.*.mlp.fc2.input_quantizer`` is one group across all blocks). ``--expand REGEX``
+splits the roles it matches back into single quantizers, to find the layer inside a role.
+Writes ``sensitivity.json`` and ``sensitivity.md`` into the work dir (atomically). Evaluate
+on a held-out split (e.g. ``--cfg-options test_dataloader.dataset.data_root=...``), never on
+the split you report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os.path as osp
+import re
+import sys
+import time
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+import quantize  # noqa: E402  (tools/quantize.py: config, checkpoint and load helpers)
+
+from mmdopq.utils.fileio import dump_json_atomic, write_text_atomic  # noqa: E402
+
+KINDS = ('act', 'weight', 'all')
+
+
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+
+    parser = argparse.ArgumentParser(
+        description='mmdopq: per-group quantization sensitivity of a quantized model'
+    )
+    parser.add_argument('config', help='the mmdopq config the checkpoint was quantized with')
+    parser.add_argument('checkpoint', help='quantized checkpoint (quantized.pth of quantize.py)')
+    parser.add_argument('--work-dir', help='where sensitivity.{json,md} and logs go')
+    parser.add_argument(
+        '--recipe', help='the --recipe the checkpoint was quantized with (as for quantize.py)'
+    )
+    parser.add_argument('--bits', help='the --bits the checkpoint was quantized with, e.g. w6a6')
+    parser.add_argument(
+        '--kind',
+        choices=KINDS,
+        default='all',
+        help='which quantizers to study: activation (inputs, matmul operands, attention '
+        'maps), weight, or all',
+    )
+    parser.add_argument(
+        '--expand',
+        nargs='+',
+        default=[],
+        metavar='REGEX',
+        help='split the roles matching REGEX into single quantizers',
+    )
+    parser.add_argument('--metric', help='metric key to report (default: the first one)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction, help='override config keys, xxx=yyy format'
+    )
+    return parser.parse_args(argv)
+
+
+def role_of(name: str) -> str:
+    """``blocks.3.attn.qkv.input_quantizer`` -> ``blocks.*.attn.qkv.input_quantizer``."""
+    return re.sub(r'(?<=\.)\d+(?=\.)|^\d+(?=\.)', '*', name)
+
+
+def group_quantizers(names: list[str], kind: str, expand: list[str]) -> dict[str, list[str]]:
+    """Groups (role, or single name for expanded roles) -> quantizer names, in model order.
+
+    Args:
+        names: Qualified names of the model's enabled quantizers.
+        kind: ``'act'``, ``'weight'`` or ``'all'``.
+        expand: Regexes; roles matching any of them become one group per quantizer.
+
+    Raises:
+        ValueError: An ``expand`` regex is invalid or matches no role.
+    """
+    if kind not in KINDS:
+        raise ValueError(f'kind={kind!r}; choose from {KINDS}')
+    selected = [
+        n for n in names if kind == 'all' or (kind == 'weight') == n.endswith('weight_quantizer')
+    ]
+    patterns = []
+    for text in expand:
+        try:
+            patterns.append(re.compile(text))
+        except re.error as e:
+            raise ValueError(f'--expand {text!r} is not a valid regex: {e}') from None
+    groups: dict[str, list[str]] = {}
+    used = [False] * len(patterns)
+    for name in selected:
+        role = role_of(name)
+        hits = [i for i, p in enumerate(patterns) if p.search(role)]
+        for i in hits:
+            used[i] = True
+        groups.setdefault(name if hits else role, []).append(name)
+    unused = [expand[i] for i, u in enumerate(used) if not u]
+    if unused:
+        raise ValueError(
+            f'--expand {unused} matched no {kind} quantizer role; roles: '
+            f'{sorted({role_of(n) for n in selected})}'
+        )
+    return groups
+
+
+def markdown(record: dict) -> str:
+    m = record['metric_name']
+    lines = [
+        f'# Quantization sensitivity: {osp.basename(record["config"])}',
+        '',
+        f'- checkpoint: `{record["checkpoint"]}` (recipe {record["recipe"]}, {record["bits"]})',
+        f'- test images: {record["test_images"]}; kind: {record["kind"]}',
+        f'- {m}: quantized {record["quantized"]:.4g}, every quantizer off {record["all_off"]:.4g}',
+        '',
+        '| group (switched off) | quantizers | ' + m + ' | recovered |',
+        '|---|---|---|---|',
+    ]
+    for g in record['groups']:
+        lines.append(
+            f'| `{g["group"]}` | {g["num_quantizers"]} | {g["metric"]:.4g} | '
+            f'{g["recovered"]:+.4g} |'
+        )
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv=None) -> dict:
+    """Run the analysis; returns the record also written to ``sensitivity.json``."""
+    args = parse_args(argv)
+    from mmengine.model import is_model_wrapper
+    from mmengine.runner import Runner
+
+    from mmdopq.quantizers import BaseQuantizer
+
+    qargs = argparse.Namespace(
+        config=args.config,
+        recipe=args.recipe,
+        bits=args.bits,
+        seed=None,
+        cfg_options=args.cfg_options,
+        launcher='none',
+        work_dir=args.work_dir,
+        out=None,
+    )
+    cfg, recipe = quantize.load_config(qargs)
+    if args.work_dir is None:
+        cfg.work_dir = osp.join(cfg.work_dir, 'sensitivity')
+    if recipe.is_float:
+        raise ValueError(f'{args.config}: the float recipe has no quantizers to study')
+    loaded = quantize.load_checkpoint_file(args.checkpoint)
+    cfg.load_from = None
+    runner = Runner.from_cfg(cfg)
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    quantize.check_same_recipe(loaded['ckpt'], recipe, args.checkpoint)
+    if not quantize.load_into(model, loaded['state_dict'], args.checkpoint):
+        raise ValueError(
+            f'{args.checkpoint} is a float checkpoint; quantize it first with tools/quantize.py '
+            '(this tool studies the saved quantization parameters, it does not calibrate)'
+        )
+    quantizers = {
+        n: m for n, m in model.named_modules() if isinstance(m, BaseQuantizer) and m.enabled
+    }
+    groups = group_quantizers(list(quantizers), args.kind, args.expand)
+    logger = runner.logger
+
+    def evaluate(off: list[str], label: str) -> tuple[float, float]:
+        for n in off:
+            quantizers[n].enabled = False
+        try:
+            t = time.perf_counter()
+            metrics = runner.test()
+            seconds = time.perf_counter() - t
+        finally:
+            for n in off:
+                quantizers[n].enabled = True
+        key = args.metric or next(iter(metrics))
+        if key not in metrics:
+            raise KeyError(f'--metric {key!r} is not among the metrics {sorted(metrics)}')
+        logger.info(f'mmdopq sensitivity: {label}: {key} {metrics[key]:.4f} ({seconds:.1f}s)')
+        return key, float(metrics[key])
+
+    total = len(groups) + 2
+    metric_name, quantized = evaluate([], f'[1/{total}] fully quantized')
+    _, all_off = evaluate(list(quantizers), f'[2/{total}] every quantizer off')
+    rows = []
+    for i, (group, members) in enumerate(groups.items()):
+        _, value = evaluate(members, f'[{i + 3}/{total}] {group} off')
+        rows.append(
+            dict(
+                group=group,
+                num_quantizers=len(members),
+                quantizers=members,
+                metric=value,
+                recovered=value - quantized,
+            )
+        )
+    rows.sort(key=lambda r: -r['recovered'])
+    meta = (loaded['ckpt'].get('meta') or {}) if isinstance(loaded['ckpt'], dict) else {}
+    record = dict(
+        config=args.config,
+        checkpoint=args.checkpoint,
+        recipe=recipe.recipe,
+        bits=recipe.bits_tag,
+        quant=recipe.to_dict(),
+        calibration_seed=(meta.get('calibration') or {}).get('seed'),
+        kind=args.kind,
+        expand=args.expand,
+        test_images=len(runner.test_loop.dataloader.dataset),
+        metric_name=metric_name,
+        quantized=quantized,
+        all_off=all_off,
+        groups=rows,
+        versions=quantize.versions(),
+        argv=sys.argv if argv is None else list(argv),
+    )
+    dump_json_atomic(record, osp.join(cfg.work_dir, 'sensitivity.json'))
+    write_text_atomic(osp.join(cfg.work_dir, 'sensitivity.md'), markdown(record))
+    logger.info(f'mmdopq sensitivity: written to {osp.join(cfg.work_dir, "sensitivity.md")}')
+    return record
+
+
+if __name__ == '__main__':
+    main()
