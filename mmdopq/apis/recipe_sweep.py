@@ -27,7 +27,8 @@ from .reference import REPO_ROOT, ReferenceModel
 
 #: Benchmark variants: name -> (``--recipe`` of tools/quantize.py, extra ``--cfg-options``).
 #: The MOSF fold rules are the rows ``tanq_only`` (rule ``mean``: TanQ + RepQ-ViT's exact
-#: fold), ``dopq-median`` (rule ``median``) and ``dopq`` (rule ``mad``, i.e. MOSF).
+#: fold), ``dopq-median`` (rule ``median``) and ``dopq`` (rule ``mad``, i.e. MOSF). The
+#: ``*-qk_out`` rows add mmdopq's query-quantizer objective (error of ``q @ k^T``) to a recipe.
 VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     'float': ('float', ()),
     'repq': ('repq', ()),
@@ -35,6 +36,8 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     'tanq_only': ('tanq_only', ()),
     'mosf_only': ('mosf_only', ()),
     'dopq-median': ('dopq', ('model.quant.reparam_rule=median',)),
+    'repq-qk_out': ('repq', ('model.quant.qk_objective=output',)),
+    'dopq-qk_out': ('dopq', ('model.quant.qk_objective=output',)),
 }
 #: What each variant is, for tables.
 VARIANT_NOTES = {
@@ -44,6 +47,8 @@ VARIANT_NOTES = {
     'tanq_only': 'TanQ + mean fold (= DopQ with fold rule mean)',
     'mosf_only': 'log-sqrt2 + MOSF',
     'dopq-median': 'TanQ + median fold (DopQ with fold rule median)',
+    'repq-qk_out': 'RepQ-ViT recipe, query quantizer calibrated on the q @ k^T error',
+    'dopq-qk_out': 'DopQ-ViT, query quantizer calibrated on the q @ k^T error',
 }
 QUANTIZE_TOOL = osp.join(REPO_ROOT, 'tools', 'quantize.py')
 
