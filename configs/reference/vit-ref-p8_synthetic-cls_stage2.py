@@ -1,8 +1,8 @@
 # Stage 2 of the reference ViT: a second, shorter warmup + cosine cycle from the stage-1 weights
-# (the 60-epoch from-scratch run of the base config, committed in fp16 as the reference
-# checkpoint; before running this stage:
-#   mkdir -p work_dirs/ref_vit
-#   cp checkpoints/reference/vit-ref-p8_synthetic-cls.pth work_dirs/ref_vit/stage1_fp16.pth).
+# (the 60-epoch from-scratch run of the base config, published in fp16 with
+#   python tools/model_converters/publish_reference.py work_dirs/ref_vit/epoch_60.pth \
+#       work_dirs/ref_vit/stage1_fp16.pth
+# sha256 2de45447...73703bb). This stage's epoch_40.pth is the committed reference checkpoint.
 # CPU sessions are short, so the reference models are trained in stages; each stage's command
 # and result are in configs/reference/README.md.
 _base_ = ['./vit-ref-p8_synthetic-cls.py']

@@ -428,7 +428,9 @@ def render_markdown(records: Sequence[dict], header: dict, title: str) -> str:
             cells.append(c['verdict'])
             lines.append('| ' + ' | '.join(cells) + ' |')
         lines.append('')
-    lines.append('Recipes: ' + '; '.join(f'`{k}` = {v}' for k, v in VARIANT_NOTES.items()))
+    used = {r['recipe'] for r in records}
+    notes = [f'`{k}` = {v}' for k, v in VARIANT_NOTES.items() if k in used]
+    lines.append('Recipes: ' + '; '.join(notes))
     lines.append('')
     return '\n'.join(lines)
 

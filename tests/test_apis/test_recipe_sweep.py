@@ -151,6 +151,8 @@ def test_write_results_and_plots(tmp_path):
     assert '| mask-rcnn_swin-ref | w4a4 | 40.50 | 40.50 | +0.00 | 1.00 | 2 | within spread |' in md
     assert '| repq | w4a4 | 40.50 +- 0.71 |' in md and '## mask-rcnn_swin-ref (10 val images)' in md
     assert render_markdown(recs, header, 'T').startswith('# T')
+    # the legend names the recipes of the table only
+    assert '`repq` = RepQ-ViT recipe' in md and '`tanq_only`' not in md
     png = plot_metric_vs_bits(recs, str(tmp_path / 'p' / 'bits.png'))
     assert osp.getsize(png) > 10000
     mosf = {
