@@ -86,6 +86,15 @@ REFERENCE_MODELS: dict[str, ReferenceModel] = {
             metric_names=('accuracy/top1',),
             task='classification',
         ),
+        ReferenceModel(
+            name='swin-ref',
+            float_config='configs/reference/swin-ref-p2-w7_synthetic-cls.py',
+            quant_config='configs/reference/dopq_w4a4_swin-ref-p2-w7_synthetic-cls.py',
+            checkpoint='checkpoints/reference/swin-ref-p2-w7_synthetic-cls.pth',
+            metric_name='accuracy/top1',
+            metric_names=('accuracy/top1',),
+            task='classification',
+        ),
     )
 }
 
