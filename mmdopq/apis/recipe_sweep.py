@@ -140,13 +140,15 @@ def run_quantize(
     results_file = osp.join(spec.work_dir, 'results.json')
     run_file = osp.join(spec.work_dir, 'run.json')
     # a finished run is reused only for the same command on the same checkpoint bytes (a
-    # retrained reference model keeps its path)
+    # retrained reference model keeps its path) with the same thread count (its times are
+    # compared with the other runs')
     ckpt_sha256 = file_sha256(spec.checkpoint or spec.model.path('checkpoint'))
     if reuse and osp.isfile(results_file) and osp.isfile(run_file):
         with open(run_file) as f:
             previous = json.load(f)
         same_ckpt = previous.get('checkpoint_sha256') == ckpt_sha256
-        if previous.get('command') == cmd[1:] and same_ckpt:
+        same_threads = previous.get('threads') == threads
+        if previous.get('command') == cmd[1:] and same_ckpt and same_threads:
             if echo:
                 echo(f'  {spec.label}: reusing {results_file}')
             return run_record(spec, previous, results_file)
@@ -285,6 +287,8 @@ def summarize(runs: Sequence[dict], val_images: Optional[dict] = None) -> list[d
                 calib_images=rs[0]['calib_images'],
                 val_images=n_val,
                 seeds=[r['seed'] for r in rs],
+                threads=sorted({r['threads'] for r in rs if r.get('threads') is not None}),
+                float_threads=fl.get('threads'),
                 checkpoint_sha256=fl.get('checkpoint_sha256'),
                 quant=rs[0]['quant'],
             )
@@ -389,6 +393,15 @@ def render_markdown(records: Sequence[dict], header: dict, title: str) -> str:
         n_val = first.get('val_images')
         lines.append(f'## {model}' + (f' ({n_val} val images)' if n_val else ''))
         lines.append('')
+        threads = {t for r in rs for t in r.get('threads', [])}
+        threads |= {r['float_threads'] for r in rs if r.get('float_threads') is not None}
+        if len(threads) > 1:
+            lines.append(
+                f'Runs of this model used {" and ".join(map(str, sorted(threads)))} torch '
+                'threads (finished runs were reused across commands): its times and x-float '
+                'ratios compare unlike runs.'
+            )
+            lines.append('')
         head = ['recipe', 'bits'] + [f'{n} (%)' for n in names] + ['drop']
         head += ['calib s', 'eval s', 'x float', 'calib / float pass', 'peak RSS MB', 'seeds']
         lines.append('| ' + ' | '.join(head) + ' |')

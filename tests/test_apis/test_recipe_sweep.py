@@ -151,6 +151,12 @@ def test_write_results_and_plots(tmp_path):
     assert '| mask-rcnn_swin-ref | w4a4 | 40.50 | 40.50 | +0.00 | 1.00 | 2 | within spread |' in md
     assert '| repq | w4a4 | 40.50 +- 0.71 |' in md and '## mask-rcnn_swin-ref (10 val images)' in md
     assert render_markdown(recs, header, 'T').startswith('# T')
+    assert 'torch threads' not in md  # no thread counts recorded: nothing to warn about
+    # runs reused across thread counts are flagged: their times do not compare
+    mixed = [dict(r, threads=2 if r['recipe'] == 'float' else 1) for r in runs]
+    assert 'used 1 and 2 torch threads' in render_markdown(summarize(mixed), header, 'T')
+    same = [dict(r, threads=1) for r in runs]
+    assert 'torch threads' not in render_markdown(summarize(same), header, 'T')
     # the legend names the recipes of the table only
     assert '`repq` = RepQ-ViT recipe' in md and '`tanq_only`' not in md
     png = plot_metric_vs_bits(recs, str(tmp_path / 'p' / 'bits.png'))
@@ -201,7 +207,7 @@ def get_reference_model_config(name):
     return osp.join(osp.dirname(MODEL.path('float_config')), name)
 
 
-def test_finished_runs_are_reused_only_for_the_same_checkpoint(tmp_path):
+def test_finished_runs_are_reused_only_for_the_same_checkpoint_and_threads(tmp_path):
     from mmdopq.apis import run_quantize
 
     ckpt = tmp_path / 'model.pth'
@@ -213,18 +219,24 @@ def test_finished_runs_are_reused_only_for_the_same_checkpoint(tmp_path):
     from mmdopq.utils.fileio import file_sha256
 
     info = dict(command=spec.command()[1:], checkpoint_sha256=file_sha256(str(ckpt)))
-    info.update(wall_s=3.0, peak_rss_mb=500.0)
+    info.update(wall_s=3.0, peak_rss_mb=500.0, threads=1)
     (tmp_path / 'run' / 'run.json').write_text(json.dumps(info))
     seen = []
-    rec = run_quantize(spec, echo=seen.append)
+    rec = run_quantize(spec, threads=1, echo=seen.append)
     assert 'reusing' in seen[0] and rec['metric'] == 25.0
-    assert rec['checkpoint_sha256'] == file_sha256(str(ckpt))
+    assert rec['checkpoint_sha256'] == file_sha256(str(ckpt)) and rec['threads'] == 1
+    # another thread count: redone, so the times of one table come from like runs
+    seen.clear()
+    with pytest.raises(RuntimeError, match='tools/quantize.py exited'):
+        run_quantize(spec, threads=2, echo=seen.append, poll_s=1e9)
+    assert not any('reusing' in m for m in seen)
+    assert json.loads((tmp_path / 'run' / 'run.json').read_text()) == info  # kept on failure
     # same command, retrained weights at the same path: the run is redone, not reused (here
     # it fails fast, as the file is not a checkpoint)
     ckpt.write_bytes(b'weights v2')
     seen.clear()
     with pytest.raises(RuntimeError, match='tools/quantize.py exited'):
-        run_quantize(spec, echo=seen.append, poll_s=1e9)
+        run_quantize(spec, threads=1, echo=seen.append, poll_s=1e9)
     assert not any('reusing' in m for m in seen)
 
 
