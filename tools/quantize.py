@@ -295,14 +295,16 @@ def save_quantized(model, path: str, meta: dict) -> None:
     write_atomic(path, lambda tmp: save_checkpoint(ckpt, tmp))
 
 
-def main(argv=None) -> dict:
-    """Run the tool; returns the results record (also written to results.json)."""
-    args = parse_args(argv)
-    from mmengine.dist import is_main_process
+def build_runner(args) -> tuple:
+    """Config, recipe, runner and model with ``args.checkpoint`` loaded strictly.
+
+    Returns:
+        tuple: ``(cfg, recipe, runner, model, loaded, was_quantized)``; ``loaded`` is
+        :func:`load_checkpoint_file`'s result, ``was_quantized`` whether the checkpoint held
+        quantizer state.
+    """
     from mmengine.model import is_model_wrapper
     from mmengine.runner import Runner
-
-    from mmdopq.engine.hooks import QuantCalibrationHook
 
     cfg, recipe = load_config(args)
     loaded = load_checkpoint_file(args.checkpoint)
@@ -312,6 +314,17 @@ def main(argv=None) -> dict:
     model = runner.model.module if is_model_wrapper(runner.model) else runner.model
     check_same_recipe(loaded['ckpt'], recipe, args.checkpoint)
     was_quantized = load_into(model, loaded['state_dict'], args.checkpoint)
+    return cfg, recipe, runner, model, loaded, was_quantized
+
+
+def main(argv=None) -> dict:
+    """Run the tool; returns the results record (also written to results.json)."""
+    args = parse_args(argv)
+    from mmengine.dist import is_main_process
+
+    from mmdopq.engine.hooks import QuantCalibrationHook
+
+    cfg, recipe, runner, model, _, was_quantized = build_runner(args)
     hook = next(h for h in runner.hooks if isinstance(h, QuantCalibrationHook))
     t0 = time.perf_counter()
     metrics = runner.test()

@@ -42,59 +42,43 @@ class ReferenceModel:
         return osp.join(REPO_ROOT, getattr(self, attr))
 
 
-_DET_METRICS = ('coco/bbox_mAP', 'coco/segm_mAP')
+#: Reported metrics per task (primary first).
+_TASK_METRICS = {
+    'detection': ('coco/bbox_mAP', 'coco/segm_mAP'),
+    'classification': ('accuracy/top1',),
+}
+
+
+def _reference(name: str, stem: str, task: str) -> ReferenceModel:
+    """A reference model laid out as ``configs/reference/{,dopq_w4a4_}STEM.py`` and
+    ``checkpoints/reference/STEM.pth``."""
+    metrics = _TASK_METRICS[task]
+    return ReferenceModel(
+        name=name,
+        float_config=f'configs/reference/{stem}.py',
+        quant_config=f'configs/reference/dopq_w4a4_{stem}.py',
+        checkpoint=f'checkpoints/reference/{stem}.pth',
+        metric_name=metrics[0],
+        metric_names=metrics,
+        task=task,
+    )
+
 
 #: The reference models with a committed checkpoint, by name (the model card,
-#: ``configs/reference/README.md``, says which reach their float targets). The Swin
-#: classifier config in ``configs/reference/`` joins once it is trained.
+#: ``configs/reference/README.md``, says which reach their float targets).
 REFERENCE_MODELS: dict[str, ReferenceModel] = {
     m.name: m
     for m in (
-        ReferenceModel(
-            name='mask-rcnn_swin-ref',
-            float_config='configs/reference/mask-rcnn_swin-ref-p4-w7_fpn_synthetic-shapes.py',
-            quant_config=(
-                'configs/reference/dopq_w4a4_mask-rcnn_swin-ref-p4-w7_fpn_synthetic-shapes.py'
-            ),
-            checkpoint='checkpoints/reference/mask-rcnn_swin-ref-p4-w7_fpn_synthetic-shapes.pth',
-            metric_name=_DET_METRICS[0],
-            metric_names=_DET_METRICS,
-            task='detection',
+        _reference(
+            'mask-rcnn_swin-ref', 'mask-rcnn_swin-ref-p4-w7_fpn_synthetic-shapes', 'detection'
         ),
-        ReferenceModel(
-            name='cascade-mask-rcnn_swin-ref',
-            float_config=(
-                'configs/reference/cascade-mask-rcnn_swin-ref-p4-w7_fpn_synthetic-shapes.py'
-            ),
-            quant_config=(
-                'configs/reference/'
-                'dopq_w4a4_cascade-mask-rcnn_swin-ref-p4-w7_fpn_synthetic-shapes.py'
-            ),
-            checkpoint=(
-                'checkpoints/reference/cascade-mask-rcnn_swin-ref-p4-w7_fpn_synthetic-shapes.pth'
-            ),
-            metric_name=_DET_METRICS[0],
-            metric_names=_DET_METRICS,
-            task='detection',
+        _reference(
+            'cascade-mask-rcnn_swin-ref',
+            'cascade-mask-rcnn_swin-ref-p4-w7_fpn_synthetic-shapes',
+            'detection',
         ),
-        ReferenceModel(
-            name='vit-ref',
-            float_config='configs/reference/vit-ref-p8_synthetic-cls.py',
-            quant_config='configs/reference/dopq_w4a4_vit-ref-p8_synthetic-cls.py',
-            checkpoint='checkpoints/reference/vit-ref-p8_synthetic-cls.pth',
-            metric_name='accuracy/top1',
-            metric_names=('accuracy/top1',),
-            task='classification',
-        ),
-        ReferenceModel(
-            name='swin-ref',
-            float_config='configs/reference/swin-ref-p2-w7_synthetic-cls.py',
-            quant_config='configs/reference/dopq_w4a4_swin-ref-p2-w7_synthetic-cls.py',
-            checkpoint='checkpoints/reference/swin-ref-p2-w7_synthetic-cls.pth',
-            metric_name='accuracy/top1',
-            metric_names=('accuracy/top1',),
-            task='classification',
-        ),
+        _reference('vit-ref', 'vit-ref-p8_synthetic-cls', 'classification'),
+        _reference('swin-ref', 'swin-ref-p2-w7_synthetic-cls', 'classification'),
     )
 }
 

@@ -58,17 +58,6 @@ def to_jsonable(o: Any) -> Any:
     return str(o)
 
 
-def dump_json_atomic(obj: Any, path: str, indent: int = 2) -> str:
-    """Write ``obj`` as JSON to ``path`` atomically (numpy/torch values converted)."""
-
-    def write(tmp: str) -> None:
-        with open(tmp, 'w') as f:
-            json.dump(to_jsonable(obj), f, indent=indent, allow_nan=False)
-            f.write('\n')
-
-    return write_atomic(path, write)
-
-
 def write_text_atomic(path: str, text: str) -> str:
     """Write ``text`` to ``path`` atomically."""
 
@@ -77,3 +66,10 @@ def write_text_atomic(path: str, text: str) -> str:
             f.write(text)
 
     return write_atomic(path, write)
+
+
+def dump_json_atomic(obj: Any, path: str, indent: int = 2) -> str:
+    """Write ``obj`` as JSON to ``path`` atomically (numpy/torch values converted)."""
+    return write_text_atomic(
+        path, json.dumps(to_jsonable(obj), indent=indent, allow_nan=False) + '\n'
+    )

@@ -137,32 +137,26 @@ def markdown(record: dict) -> str:
 def main(argv=None) -> dict:
     """Run the analysis; returns the record also written to ``sensitivity.json``."""
     args = parse_args(argv)
-    from mmengine.model import is_model_wrapper
-    from mmengine.runner import Runner
-
     from mmdopq.quantizers import BaseQuantizer
 
+    work_dir = args.work_dir or osp.join(
+        'work_dirs', osp.splitext(osp.basename(args.config))[0], 'sensitivity'
+    )
     qargs = argparse.Namespace(
         config=args.config,
+        checkpoint=args.checkpoint,
         recipe=args.recipe,
         bits=args.bits,
         seed=None,
         cfg_options=args.cfg_options,
         launcher='none',
-        work_dir=args.work_dir,
+        work_dir=work_dir,
         out=None,
     )
-    cfg, recipe = quantize.load_config(qargs)
-    if args.work_dir is None:
-        cfg.work_dir = osp.join(cfg.work_dir, 'sensitivity')
+    cfg, recipe, runner, model, loaded, was_quantized = quantize.build_runner(qargs)
     if recipe.is_float:
         raise ValueError(f'{args.config}: the float recipe has no quantizers to study')
-    loaded = quantize.load_checkpoint_file(args.checkpoint)
-    cfg.load_from = None
-    runner = Runner.from_cfg(cfg)
-    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-    quantize.check_same_recipe(loaded['ckpt'], recipe, args.checkpoint)
-    if not quantize.load_into(model, loaded['state_dict'], args.checkpoint):
+    if not was_quantized:
         raise ValueError(
             f'{args.checkpoint} is a float checkpoint; quantize it first with tools/quantize.py '
             '(this tool studies the saved quantization parameters, it does not calibrate)'
@@ -173,28 +167,38 @@ def main(argv=None) -> dict:
     groups = group_quantizers(list(quantizers), args.kind, args.expand)
     logger = runner.logger
 
-    def evaluate(off: list[str], label: str) -> tuple[float, float]:
+    def evaluate(off: list[str]) -> dict:
         for n in off:
             quantizers[n].enabled = False
         try:
-            t = time.perf_counter()
-            metrics = runner.test()
-            seconds = time.perf_counter() - t
+            return runner.test()
         finally:
             for n in off:
                 quantizers[n].enabled = True
-        key = args.metric or next(iter(metrics))
-        if key not in metrics:
-            raise KeyError(f'--metric {key!r} is not among the metrics {sorted(metrics)}')
-        logger.info(f'mmdopq sensitivity: {label}: {key} {metrics[key]:.4f} ({seconds:.1f}s)')
-        return key, float(metrics[key])
 
     total = len(groups) + 2
-    metric_name, quantized = evaluate([], f'[1/{total}] fully quantized')
-    _, all_off = evaluate(list(quantizers), f'[2/{total}] every quantizer off')
+    t = time.perf_counter()
+    metrics = evaluate([])
+    metric_name = args.metric or next(iter(metrics))
+    if metric_name not in metrics:
+        raise KeyError(f'--metric {metric_name!r} is not among the metrics {sorted(metrics)}')
+
+    def log(label: str, value: float) -> None:
+        logger.info(
+            f'mmdopq sensitivity: {label}: {metric_name} {value:.4f} '
+            f'({time.perf_counter() - t:.1f}s)'
+        )
+
+    quantized = float(metrics[metric_name])
+    log(f'[1/{total}] fully quantized', quantized)
+    t = time.perf_counter()
+    all_off = float(evaluate(list(quantizers))[metric_name])
+    log(f'[2/{total}] every quantizer off', all_off)
     rows = []
     for i, (group, members) in enumerate(groups.items()):
-        _, value = evaluate(members, f'[{i + 3}/{total}] {group} off')
+        t = time.perf_counter()
+        value = float(evaluate(members)[metric_name])
+        log(f'[{i + 3}/{total}] {group} off', value)
         rows.append(
             dict(
                 group=group,
