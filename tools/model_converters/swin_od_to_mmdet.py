@@ -30,28 +30,7 @@ from typing import Callable, Optional
 
 import torch
 
-#: Pixel (row, col) of a 2x2 patch held by each channel group of the 2.x patch merging, which
-#: concatenates ``x[0::2, 0::2], x[1::2, 0::2], x[0::2, 1::2], x[1::2, 1::2]`` (groups 0..3).
-SWIN_OD_MERGE_GROUPS = ((0, 0), (1, 0), (0, 1), (1, 1))
-
-
-def merge_channel_index(merged_channels: int) -> torch.Tensor:
-    """Index ``idx`` with ``new[..., i] = old[..., idx[i]]`` for the patch-merging channels.
-
-    2.x layout: channel ``group * C + c`` (group of :data:`SWIN_OD_MERGE_GROUPS`). mmdet 3.x
-    (``nn.Unfold(kernel_size=2)``): channel-major, ``c * 4 + row * 2 + col``.
-
-    Args:
-        merged_channels: ``4 * C``, the input width of ``reduction``.
-    """
-    if merged_channels % 4:
-        raise ValueError(f'patch merging width {merged_channels} is not a multiple of 4')
-    c = merged_channels // 4
-    ch = torch.arange(c)
-    idx = torch.empty(merged_channels, dtype=torch.long)
-    for group, (row, col) in enumerate(SWIN_OD_MERGE_GROUPS):
-        idx[ch * 4 + row * 2 + col] = group * c + ch
-    return idx
+from mmdopq.utils.swin_checkpoint import merge_channel_index
 
 
 def _merge_reduction(w: torch.Tensor) -> torch.Tensor:
