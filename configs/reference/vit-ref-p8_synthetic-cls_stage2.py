@@ -2,7 +2,8 @@
 # (the 60-epoch from-scratch run of the base config, published in fp16 with
 #   python tools/model_converters/publish_reference.py work_dirs/ref_vit/epoch_60.pth \
 #       work_dirs/ref_vit/stage1_fp16.pth
-# sha256 2de45447...73703bb). This stage's epoch_40.pth is the committed reference checkpoint.
+# sha256 2de45447...73703bb). This stage's epoch_40.pth (76.25 %)
+# was the reference checkpoint until stage 3 (vit-ref-p8_synthetic-cls_stage3.py) started from it.
 # CPU sessions are short, so the reference models are trained in stages; each stage's command
 # and result are in configs/reference/README.md.
 _base_ = ['./vit-ref-p8_synthetic-cls.py']
