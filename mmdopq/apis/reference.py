@@ -78,7 +78,7 @@ REFERENCE_MODELS: dict[str, ReferenceModel] = {
             'detection',
         ),
         _reference('vit-ref', 'vit-ref-p8_synthetic-cls', 'classification'),
-        _reference('swin-ref', 'swin-ref-p2-w7_synthetic-cls', 'classification'),
+        _reference('swin-ref', 'swin-ref-p4-w7_synthetic-cls', 'classification'),
     )
 }
 

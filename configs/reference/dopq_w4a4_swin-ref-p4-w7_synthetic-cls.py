@@ -1,8 +1,8 @@
-# DopQ-ViT W4/A4 of the reference classifier (swin-ref-p2-w7_synthetic-cls.py). Other recipes
+# DopQ-ViT W4/A4 of the reference classifier (swin-ref-p4-w7_synthetic-cls.py). Other recipes
 # and bit widths:
 #   python tools/quantize.py THIS_CONFIG CKPT --recipe repq --bits w6a6 [--seed 1]
 _base_ = [
-    './swin-ref-p2-w7_synthetic-cls.py',
+    './swin-ref-p4-w7_synthetic-cls.py',
     '../_base_/quant/dopq_w4a4.py',
     './_base_/synthetic_cls_calib32.py',
 ]
@@ -13,3 +13,6 @@ model = dict(
     architecture=_base_.architecture,
     quant=_base_.quant,
 )
+# the float config's load_from is its training initialisation (the detector backbone); the
+# checkpoint to quantize is given to tools/quantize.py
+load_from = None
