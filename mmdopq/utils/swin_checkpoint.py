@@ -49,6 +49,18 @@ def merge_channel_index(merged_channels: int) -> Tensor:
     return idx
 
 
+def table_window(rows: int) -> int:
+    """Window side ``W`` of a relative position table with ``(2W - 1)^2`` rows.
+
+    Raises:
+        ValueError: ``rows`` is not the square of an odd number.
+    """
+    side = round(rows**0.5)
+    if side * side != rows or side % 2 == 0:
+        raise ValueError(f'relative position table with {rows} rows is not (2W-1)^2')
+    return (side + 1) // 2
+
+
 def crop_relative_position_table(table: Tensor, window: int) -> Tensor:
     """The bias table of a smaller window: the central ``(2w - 1)^2`` relative offsets.
 
@@ -64,10 +76,8 @@ def crop_relative_position_table(table: Tensor, window: int) -> Tensor:
     Raises:
         ValueError: The table is not square or ``window`` exceeds its window.
     """
-    side = round(table.shape[0] ** 0.5)
-    if side * side != table.shape[0] or side % 2 == 0:
-        raise ValueError(f'relative position table with {table.shape[0]} rows is not (2W-1)^2')
-    big = (side + 1) // 2
+    big = table_window(table.shape[0])
+    side = 2 * big - 1
     if not 1 <= window <= big:
         raise ValueError(f'cannot crop a window-{big} table to window {window}')
     lo = big - window

@@ -28,7 +28,11 @@ import torch
 
 import mmdopq  # noqa: F401  (checkpoint compat)
 from mmdopq.utils.fileio import file_sha256, write_atomic
-from mmdopq.utils.swin_checkpoint import crop_relative_position_table, mmdet_swin_to_timm
+from mmdopq.utils.swin_checkpoint import (
+    crop_relative_position_table,
+    mmdet_swin_to_timm,
+    table_window,
+)
 
 TABLE_SUFFIX = 'relative_position_bias_table'
 
@@ -65,8 +69,7 @@ def convert(src_state: dict, target: dict, num_stages: int) -> dict:
             continue
         want = tuple(target[key].shape)
         if key.endswith(TABLE_SUFFIX) and tuple(value.shape) != want:
-            window = (round(want[0] ** 0.5) + 1) // 2
-            value = crop_relative_position_table(value, window)
+            value = crop_relative_position_table(value, table_window(want[0]))
         if tuple(value.shape) != want:
             problems.append(f'{key}: converted {tuple(value.shape)} vs classifier {want}')
             continue
