@@ -124,8 +124,9 @@ class TanQuantizer(BaseQuantizer):
             t.sub_(centre).mul_(alpha).tan_().sub_(lo).mul_(top / (hi - lo))
         else:
             t.mul_(top)
-        idx = t.round_().clamp_(0, top).long()
-        return self._table(alpha, centre, x.device)[idx]
+        # int32 codes and index_select: several times faster than ``table[long_idx]``
+        idx = t.round_().clamp_(0, top).int()
+        return self._table(alpha, centre, x.device).index_select(0, idx.reshape(-1)).view(x.shape)
 
     def fake_quant(self, x: Tensor) -> Tensor:
         return self._quant(x, float(self.alpha), float(self.centre))

@@ -230,6 +230,24 @@ def test_tan_levels_dense_at_both_ends(centre):
     assert min(gaps[0], gaps[-1]) < gaps.max()
 
 
+@pytest.mark.parametrize('bits', [3, 4, 6])
+def test_tan_fake_quant_is_the_rounded_level_of_every_element(bits):
+    # The fast path (int32 codes, index_select) against the definition, in float64:
+    # level round(u(x) * (2^b - 1)) of the table, for contiguous and transposed inputs.
+    q = _fixed_tan(bits, 0.8, 0.35)
+    alpha, c, top = float(q.alpha), float(q.centre), q.n_levels - 1
+    x = softmax_sample(49, heads=3)
+    lo, hi = math.tan(-alpha * c), math.tan(alpha * (1 - c))
+    u = (torch.tan(alpha * (x.double() - c)) - lo) / (hi - lo)
+    code = (u * top).round().clamp(0, top).long()
+    for inp, ref_code in ((x, code), (x.transpose(-1, -2), code.transpose(-1, -2))):
+        assert not inp.is_contiguous() or inp is x
+        out = q(inp)
+        assert out.shape == inp.shape
+        # float32 and float64 maps may round differently within an ulp of a threshold
+        assert (out != q.levels()[ref_code]).float().mean() < 1e-4
+
+
 def test_tan_alpha_to_zero_is_uniform():
     uniform_levels = torch.linspace(0, 1, 16)
     dists = []
