@@ -86,6 +86,16 @@ def order_statistics(x2: Tensor, ranks: list[int]) -> Tensor:
     return torch.stack([cols[r] for r in ranks], dim=1)
 
 
+def lookup(table: Tensor, codes: Tensor) -> Tensor:
+    """``table[codes]`` for float ``codes`` holding integral values in range.
+
+    int32 codes and ``index_select`` on the flattened codes: several times faster on the
+    CPU than advanced indexing with int64 codes, with the same result (the fake-quant hot
+    path of the table-based quantizers).
+    """
+    return table.index_select(0, codes.int().reshape(-1)).view(codes.shape)
+
+
 def mse(x_hat: Tensor, x: Tensor) -> Tensor:
     """Default objective: mean squared error."""
     return (x_hat - x).pow(2).mean()

@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .base_quantizer import BaseQuantizer, Objective, mse, order_statistics
+from .base_quantizer import BaseQuantizer, Objective, lookup, mse, order_statistics
 from .uniform_quantizer import REPQ_PERCENTILES
 
 SQRT2_MINUS_1 = math.sqrt(2.0) - 1.0
@@ -67,8 +67,7 @@ class LogSqrt2Quantizer(BaseQuantizer):
         n = self.n_levels
         code = x.clamp_min(0).div_(delta).log2_().mul_(-2.0).round_()  # +inf where x == 0
         # clamp(0, n) maps every out-of-range code (>= 2^b, +inf) to the zero entry n
-        idx = code.nan_to_num_(posinf=n).clamp_(0, n).long()
-        return self._table(delta)[idx]
+        return lookup(self._table(delta), code.nan_to_num_(posinf=n).clamp_(0, n))
 
     def _calibrate(self, x: Tensor, objective: Optional[Objective]) -> None:
         objective = objective or mse

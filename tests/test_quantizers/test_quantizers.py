@@ -190,6 +190,9 @@ def test_log_sqrt2_matches_definition():
     lv = q.levels()
     assert lv.numel() == 9 and lv[0] == 0
 
+    # a non-contiguous (transposed) input gives the transposed output of the contiguous one
+    a = softmax_sample(49, heads=3)
+    assert torch.equal(q(a.transpose(-1, -2)), q(a).transpose(-1, -2))
 
 # -- TanQ -------------------------------------------------------------------
 
