@@ -1,9 +1,11 @@
 """Speed and memory of calibration and fake-quant inference vs float, on this CPU.
 
-Models (random weights, full size):
+Models (random weights):
 
 * ``mask-rcnn-swin-t``: Swin-T Mask R-CNN at 800x1333 (detection track; 8 images);
-* ``deit-s``: timm DeiT-S at 224x224 (ImageNet track; 32 images, batches of 8).
+* ``deit-s``: timm DeiT-S at 224x224 (ImageNet track; 32 images, batches of 8);
+* ``vit-ref`` / ``swin-ref``: the reference classifiers' architectures at their 64 / 56 px
+  inputs (32 calibration images; timed passes over 4 batches of 100, their test batch size).
 
 Measures, side by side in one invocation (each mode in its own subprocess so
 that peak RSS is per mode):
@@ -11,13 +13,15 @@ that peak RSS is per mode):
 * ``float``: N float forward passes (``test_step``);
 * ``calib``: the whole calibration of N images (observe passes, calibrate,
   LayerNorm reparameterize, re-calibrate);
-* ``quant``: N fake-quantized forward passes of the calibrated model.
+* ``quant``: N fake-quantized forward passes of the calibrated model; then, in the same
+  process, ``--repeats`` float and fake-quant passes **interleaved** (float, quant, float,
+  ...), whose median ratio is the least noisy figure on a shared machine.
 
 Targets (issues 4 and 6): calibration <= 3x the N float passes, fake-quant
 forward <= 1.5x float, peak memory <= 1.5x float.
 
-    python benchmarks/bench_speed.py [--model mask-rcnn-swin-t|deit-s] [--images N]
-                                     [--recipe dopq] [--repeats 3] [--json out.json]
+    python benchmarks/bench_speed.py [--model mask-rcnn-swin-t|deit-s|vit-ref|swin-ref]
+                                     [--images N] [--recipe dopq] [--repeats 3] [--json out.json]
 
 Float and fake-quant times are the median of ``--repeats`` passes; calibration
 runs once (it is a one-off; it includes its own observe pass over the images).
@@ -34,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Optional
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 MODELS = {
@@ -48,24 +53,45 @@ MODELS = {
         scope='mmpretrain',
         images=32,
         batch=8,
+        size=224,
+    ),
+    'vit-ref': dict(
+        config='configs/reference/dopq_w4a4_vit-ref-p8_synthetic-cls.py',
+        scope='mmpretrain',
+        images=32,
+        batch=8,
+        size=64,
+        timed_images=400,
+        timed_batch=100,
+    ),
+    'swin-ref': dict(
+        config='configs/reference/dopq_w4a4_swin-ref-p4-w7_synthetic-cls.py',
+        scope='mmpretrain',
+        images=32,
+        batch=8,
+        size=56,
+        timed_images=400,
+        timed_batch=100,
     ),
 }
 
 
-def make_batches(model_name: str, n: int, seed: int = 0) -> list:
+def make_batches(model_name: str, n: int, seed: int = 0, batch: Optional[int] = None) -> list:
     """Random uint8 images packed like the model's test dataloader would."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
     spec = MODELS[model_name]
+    batch = batch or spec['batch']
     batches = []
-    for start in range(0, n, spec['batch']):
-        size = min(spec['batch'], n - start)
-        if model_name == 'deit-s':
+    for start in range(0, n, batch):
+        size = min(batch, n - start)
+        if spec['scope'] == 'mmpretrain':
             from mmpretrain.structures import DataSample
 
+            side = spec['size']
             imgs = [
-                torch.randint(0, 256, (3, 224, 224), generator=gen, dtype=torch.uint8)
+                torch.randint(0, 256, (3, side, side), generator=gen, dtype=torch.uint8)
                 for _ in range(size)
             ]
             samples = [DataSample().set_gt_label(0) for _ in range(size)]
@@ -97,11 +123,13 @@ def build(model_name: str, recipe: str):
     from mmengine.registry import MODELS as ROOT
     from mmengine.registry import DefaultScope
 
-    import mmdopq  # noqa: F401
+    from mmdopq.adapters import use_recipe
 
     spec = MODELS[model_name]
     cfg = Config.fromfile(osp.join(REPO, spec['config'].format(recipe=recipe)))
-    if model_name != 'deit-s':
+    if spec['scope'] == 'mmpretrain':
+        use_recipe(cfg.model.quant, recipe)  # the reference configs are DopQ ones
+    else:
         cfg.model.architecture.backbone.init_cfg = None
         # Random weights: keep the RoI-head workload identical in float and fake-quant
         # runs (always the top 100 detections, masks pasted for all of them).
@@ -125,6 +153,27 @@ def timed_passes(model, batches: list, repeats: int) -> dict:
     return dict(seconds=statistics.median(times), pass_seconds=times)
 
 
+def interleaved_passes(model, batches: list, repeats: int) -> dict:
+    """Float and fake-quant passes in turn, in one process: drift on a shared machine hits
+    both alike, so the median of the per-pair ratios is the steadiest speed figure."""
+    from mmdopq.nn import set_quant_mode
+
+    pairs = []
+    for _ in range(repeats):
+        pair = []
+        for mode in ('float', 'quant'):
+            set_quant_mode(model, mode)
+            pair.append(timed_passes(model, batches, 1)['seconds'])
+        pairs.append(pair)
+    set_quant_mode(model, 'quant')
+    return dict(
+        float_s=statistics.median(p[0] for p in pairs),
+        quant_s=statistics.median(p[1] for p in pairs),
+        quant_vs_float=statistics.median(p[1] / p[0] for p in pairs),
+        pair_seconds=pairs,
+    )
+
+
 def worker(
     model_name: str, mode: str, n: int, recipe: str, state_file: str, repeats: int = 1
 ) -> dict:
@@ -135,8 +184,13 @@ def worker(
     torch.manual_seed(0)
     model = build(model_name, recipe)
     batches = make_batches(model_name, n)
+    spec = MODELS[model_name]
+    if mode != 'calib' and 'timed_images' in spec:  # tiny models: time test-size batches
+        batches = make_batches(model_name, spec['timed_images'], 1, spec['timed_batch'])
     rss_built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    res = dict(model=model_name, mode=mode, images=n, threads=torch.get_num_threads())
+    # 'images': images per timed pass (the calibration images for calib)
+    images = sum(len(b['inputs']) for b in batches)
+    res = dict(model=model_name, mode=mode, images=images, threads=torch.get_num_threads())
     with torch.no_grad():
         model.test_step(batches[0])  # untimed warm-up (lazy init, allocator, kernels)
         if mode == 'float':
@@ -167,6 +221,7 @@ def worker(
             assert model.quant_plan.is_calibrated
             set_quant_mode(model, 'quant')
             res.update(timed_passes(model, batches, repeats))
+            res['interleaved'] = interleaved_passes(model, batches, repeats)
     res['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     res['rss_after_build_mb'] = rss_built
     return res
@@ -234,15 +289,18 @@ def main() -> None:
         print(json.dumps(results[mode]), flush=True)
     f = results['float']
     ratios = dict(
-        calib_vs_float=results['calib']['seconds'] / f['seconds'],
+        # over one float pass of the calibration images (timed passes may hold more images)
+        calib_vs_float=results['calib']['seconds']
+        / (f['seconds'] / f['images'] * results['calib']['images']),
         quant_vs_float=results['quant']['seconds'] / f['seconds'],
         calib_peak_mem_vs_float=results['calib']['peak_rss_mb'] / f['peak_rss_mb'],
         quant_peak_mem_vs_float=results['quant']['peak_rss_mb'] / f['peak_rss_mb'],
+        quant_vs_float_interleaved=results['quant']['interleaved']['quant_vs_float'],
     )
-    print('\n| mode | seconds | s/image | peak RSS MB |\n|---|---|---|---|')
+    print('\n| mode | images | seconds | s/image | peak RSS MB |\n|---|---|---|---|---|')
     for mode, r in results.items():
         print(
-            f'| {mode} | {r["seconds"]:.1f} | {r["seconds"] / r["images"]:.2f} | '
+            f'| {mode} | {r["images"]} | {r["seconds"]:.1f} | {r["seconds"] / r["images"]:.3f} | '
             f'{r["peak_rss_mb"]:.0f} |'
         )
     print('\n' + '\n'.join(f'{k}: {v:.2f}' for k, v in ratios.items()))

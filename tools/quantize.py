@@ -26,7 +26,7 @@ import sys
 import time
 
 import mmdopq  # noqa: F401  (version checks, checkpoint compat)
-from mmdopq.adapters import RECIPES, QuantRecipe
+from mmdopq.adapters import RECIPES, QuantRecipe, use_recipe
 from mmdopq.utils.data_checks import check_dataset_cfg
 from mmdopq.utils.fileio import dump_json_atomic, write_atomic
 
@@ -121,10 +121,6 @@ def load_config(args):
     return cfg, recipe
 
 
-#: Keys a named recipe sets; ``--recipe`` drops the config's values so the recipe's apply.
-RECIPE_COMPONENTS = ('post_softmax', 'softmax_objective', 'reparam_rule')
-
-
 def parse_bits(text: str) -> tuple[int, int]:
     """``'w4a4'`` -> ``(4, 4)``, with an error that names the bad value."""
     m = re.fullmatch(r'w(\d+)a(\d+)', text.strip().lower())
@@ -139,9 +135,7 @@ def apply_recipe_args(cfg, args) -> None:
     if quant is None:
         return
     if args.recipe:
-        for key in RECIPE_COMPONENTS:
-            quant.pop(key, None)
-        quant['recipe'] = args.recipe
+        use_recipe(quant, args.recipe)
     if args.bits:
         quant['wbits'], quant['abits'] = parse_bits(args.bits)
     if args.seed is not None:

@@ -8,7 +8,7 @@ from typing import Callable
 from torch import nn
 
 from .quant_plan import NormPair, QuantPlan
-from .quant_recipe import RECIPES, QuantRecipe
+from .quant_recipe import RECIPES, QuantRecipe, use_recipe
 
 Adapter = Callable[[nn.Module, QuantRecipe], QuantPlan]
 
@@ -89,4 +89,12 @@ def get_adapter(name: str, model: nn.Module) -> Adapter:
     return ADAPTERS[name]()
 
 
-__all__ = ['ADAPTERS', 'RECIPES', 'NormPair', 'QuantPlan', 'QuantRecipe', 'get_adapter']
+__all__ = [
+    'ADAPTERS',
+    'RECIPES',
+    'NormPair',
+    'QuantPlan',
+    'QuantRecipe',
+    'get_adapter',
+    'use_recipe',
+]

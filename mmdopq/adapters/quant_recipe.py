@@ -38,6 +38,30 @@ RECIPES: dict[str, dict[str, Any]] = {
     # one tool and one config family evaluate float and quantized models side by side.
     'float': dict(),
 }
+#: Keys a named recipe sets (its components).
+RECIPE_COMPONENTS = ('post_softmax', 'softmax_objective', 'reparam_rule')
+
+
+def use_recipe(quant_cfg: dict, name: str) -> None:
+    """Switch a ``quant`` config dict to the named recipe, in place.
+
+    The config's own component values are dropped so that the recipe's apply; bits, scope
+    and every other key are kept.
+
+    Args:
+        quant_cfg: The ``model.quant`` dict of a config.
+        name: A key of :data:`RECIPES`.
+
+    Raises:
+        ValueError: If ``name`` is not a named recipe.
+    """
+    if name not in RECIPES:
+        raise ValueError(f'unknown recipe {name!r}; choose from {sorted(RECIPES)}')
+    for key in RECIPE_COMPONENTS:
+        quant_cfg.pop(key, None)
+    quant_cfg['recipe'] = name
+
+
 POST_SOFTMAX = ('tan', 'tan_symmetric', 'log_sqrt2', 'uniform')
 SCOPES = ('whole', 'backbone')
 REPARAM_RULES = ('mean', 'median', 'mad', 'none')

@@ -79,3 +79,17 @@ def test_float_recipe_builds_the_stock_model():
 
 def test_float_recipe_keeps_bits_of_quantized_recipes():
     assert QuantRecipe.from_cfg(dict(recipe='dopq', wbits=6, abits=6)).bits_tag == 'w6a6'
+
+
+def test_use_recipe_drops_the_config_components_and_keeps_the_rest():
+    from mmdopq.adapters import RECIPES, use_recipe
+
+    quant = dict(recipe='dopq', post_softmax='uniform', reparam_rule='median', wbits=6, abits=6)
+    use_recipe(quant, 'repq')
+    assert quant == dict(recipe='repq', wbits=6, abits=6)
+    recipe = QuantRecipe.from_cfg(quant)
+    assert recipe.post_softmax == RECIPES['repq']['post_softmax']
+    assert recipe.reparam_rule == RECIPES['repq']['reparam_rule']
+    with pytest.raises(ValueError, match="unknown recipe 'repq-vit'"):
+        use_recipe(quant, 'repq-vit')
+    assert quant['recipe'] == 'repq'  # untouched by the rejected name

@@ -194,6 +194,7 @@ def test_log_sqrt2_matches_definition():
     a = softmax_sample(49, heads=3)
     assert torch.equal(q(a.transpose(-1, -2)), q(a).transpose(-1, -2))
 
+
 # -- TanQ -------------------------------------------------------------------
 
 
