@@ -11,7 +11,7 @@ from typing import Optional
 
 import numpy as np
 import torch
-from mmengine.dataset import pseudo_collate
+from mmengine.dataset import BaseDataset, pseudo_collate
 from mmengine.dist import all_gather_object, broadcast, get_world_size, is_main_process
 from mmengine.hooks import Hook
 from mmengine.logging import MMLogger
@@ -91,8 +91,10 @@ class QuantCalibrationHook(Hook):
         """Build the calibration dataset (the test pipeline if it names none)."""
         cfg = copy.deepcopy(dict(self.dataloader['dataset']))
         # Serializing the annotations (and its gc.collect) only pays off for dataloader
-        # worker processes; the hook loads its few items in this process.
-        cfg.setdefault('serialize_data', False)
+        # worker processes; the hook loads its few items in this process. Only datasets
+        # derived from mmengine's BaseDataset take the option (wrappers do not).
+        if accepts_serialize_data(cfg.get('type')):
+            cfg.setdefault('serialize_data', False)
         if 'pipeline' not in cfg:
             if runner is None:
                 raise ValueError('the calibration dataset names no pipeline')
@@ -266,6 +268,15 @@ class QuantCalibrationHook(Hook):
     def _write(self, work_dir: str, record: dict) -> None:
         os.makedirs(work_dir, exist_ok=True)
         dump_json_atomic(record, osp.join(work_dir, self.ids_file))
+
+
+def accepts_serialize_data(dataset_type) -> bool:
+    """Whether a dataset ``type`` (registry name or class) derives from mmengine's BaseDataset."""
+    cls = dataset_type
+    if isinstance(dataset_type, str):  # resolved like DATASETS.build does: default scope first
+        with DATASETS.switch_scope_and_registry(None) as registry:
+            cls = registry.get(dataset_type)
+    return isinstance(cls, type) and issubclass(cls, BaseDataset)
 
 
 def state_digest(state: dict) -> str:
