@@ -7,7 +7,7 @@ from typing import Callable
 
 from torch import nn
 
-from .quant_plan import NormPair, QuantPlan
+from .quant_plan import COMPONENTS, NormPair, QuantPlan
 from .quant_recipe import RECIPES, QuantRecipe, use_recipe
 
 Adapter = Callable[[nn.Module, QuantRecipe], QuantPlan]
@@ -91,6 +91,7 @@ def get_adapter(name: str, model: nn.Module) -> Adapter:
 
 __all__ = [
     'ADAPTERS',
+    'COMPONENTS',
     'RECIPES',
     'NormPair',
     'QuantPlan',

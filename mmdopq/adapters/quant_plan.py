@@ -20,10 +20,13 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ..nn import QuantLinear, QuantModuleMixin, set_quant_mode
-from ..quantizers import SampleCollector, UniformQuantizer
+from ..nn import QuantLinear, QuantMatMul, QuantModuleMixin, set_quant_mode
+from ..quantizers import BaseQuantizer, SampleCollector, UniformQuantizer
 from ..reparam import FoldResult, reparameterize_layernorm
 from .quant_recipe import QuantRecipe
+
+#: Groups of :meth:`QuantPlan.components`.
+COMPONENTS = ('post_softmax', 'post_layernorm', 'other_act', 'weight')
 
 
 @dataclass
@@ -93,6 +96,37 @@ class QuantPlan:
         self.post_softmax_sites.extend(other.post_softmax_sites)
 
     # -- state ---------------------------------------------------------------
+    def components(self) -> dict[str, list[BaseQuantizer]]:
+        """Every quantizer of the plan, grouped by the part of the recipe that sets it.
+
+        Keys, in this order (each present, possibly empty):
+
+        * ``'post_softmax'``: the attention maps (the ``a`` operand of the post-Softmax
+          matmuls) -- the quantizer TanQ replaces;
+        * ``'post_layernorm'``: the inputs of the LayerNorm consumers -- what the fold
+          rule (RepQ-ViT's mean, MOSF) sets;
+        * ``'other_act'``: every other activation quantizer;
+        * ``'weight'``: the weight quantizers.
+
+        Raises:
+            ValueError: A declared post-Softmax site is not a :class:`QuantMatMul`.
+        """
+        groups: dict[str, list[BaseQuantizer]] = {c: [] for c in COMPONENTS}
+        role: dict[int, str] = {}
+        for name in self.post_softmax_sites:
+            site = self.sites.get(name)
+            if not isinstance(site, QuantMatMul):
+                raise ValueError(f'post-Softmax site {name!r} is not a declared QuantMatMul')
+            role[id(site.quantizer_a)] = 'post_softmax'
+        for pair in self.norm_pairs:
+            for c in pair.consumers:
+                role[id(self.sites[c].input_quantizer)] = 'post_layernorm'
+        for layer in self.sites.values():
+            for qname, q in layer.quantizers():
+                default = 'weight' if qname == 'weight_quantizer' else 'other_act'
+                groups[role.get(id(q), default)].append(q)
+        return groups
+
     @property
     def is_calibrated(self) -> bool:
         return all(layer.is_calibrated for layer in self.sites.values())

@@ -11,7 +11,7 @@ from timm.models.deit import VisionTransformerDistilled
 from timm.models.swin_transformer import SwinTransformer
 from torch import nn
 
-from mmdopq.adapters import ADAPTERS, QuantRecipe, get_adapter
+from mmdopq.adapters import ADAPTERS, COMPONENTS, QuantRecipe, get_adapter
 from mmdopq.adapters.timm_swin import (
     QuantSwinTransformerBlock,
     QuantWindowAttention,
@@ -317,6 +317,30 @@ def test_every_layer_is_a_site(arch):
         if arch == 'vit_norms':
             assert pairs['blocks.0.attn.norm'] == ['blocks.0.attn.proj']
             assert pairs['blocks.0.mlp.norm'] == ['blocks.0.mlp.fc2']
+
+
+@pytest.mark.parametrize('arch', ARCHS)
+def test_components_partition_the_quantizers(arch):
+    plan = adapt(build(arch), recipe(scope='whole'))
+    comps = plan.components()
+    assert tuple(comps) == COMPONENTS
+    ids = [id(q) for members in comps.values() for q in members]
+    assert sorted(ids) == sorted(id(q) for q in all_quantizers(plan))  # each exactly once
+    assert [id(q) for q in comps['post_softmax']] == [
+        id(plan.sites[s].quantizer_a) for s in plan.post_softmax_sites
+    ]
+    assert {id(q) for q in comps['post_layernorm']} == {
+        id(plan.sites[c].input_quantizer) for p in plan.norm_pairs for c in p.consumers
+    }
+    assert all(q.name.endswith('weight_quantizer') for q in comps['weight'])
+    assert len(comps['weight']) == sum(1 for s in plan.sites.values() if hasattr(s, 'weight'))
+    # the attention maps' partners (q, k, v) are "other" activations
+    assert id(plan.sites[plan.post_softmax_sites[0]].quantizer_b) in {
+        id(q) for q in comps['other_act']
+    }
+    plan.post_softmax_sites.append('patch_embed.proj')
+    with pytest.raises(ValueError, match="'patch_embed.proj' is not a declared QuantMatMul"):
+        plan.components()
 
 
 @pytest.mark.parametrize('arch', ARCHS)

@@ -79,3 +79,44 @@ def test_sensitivity_tool(folder, tmp_path):
     )
     md = open(work / 'sensitivity.md').read()
     assert '| `model.blocks.0.attn.qk_matmul.quantizer_a` | 1 |' in md
+
+    # grouped by recipe component: the four components partition the quantizers
+    with pytest.raises(ValueError, match='--expand splits roles'):
+        quant_sensitivity.main([cfg, qckpt, '--by', 'component', '--expand', 'qkv'])
+    comp = quant_sensitivity.main(
+        [cfg, qckpt, '--by', 'component', '--work-dir', str(tmp_path / 'c')]
+    )
+    by_name = {g['group']: g for g in comp['groups']}
+    assert set(by_name) == {'post_softmax', 'post_layernorm', 'other_act', 'weight'}
+    n_blocks = 2
+    assert by_name['post_softmax']['quantizers'] == [
+        f'model.blocks.{i}.attn.av_matmul.quantizer_a' for i in range(n_blocks)
+    ]
+    assert sorted(by_name['post_layernorm']['quantizers']) == sorted(
+        f'model.blocks.{i}.{m}.input_quantizer'
+        for i in range(n_blocks)
+        for m in ('attn.qkv', 'mlp.fc1')
+    )
+    assert all(n.endswith('weight_quantizer') for n in by_name['weight']['quantizers'])
+    members = [n for g in comp['groups'] for n in g['quantizers']]
+    assert len(members) == len(set(members))
+    assert set(members) == {
+        n
+        for g in json.load(open(tmp_path / 'c' / 'sensitivity.json'))['groups']
+        for n in g['quantizers']
+    }
+    assert comp['quantized'] == pytest.approx(saved['quantized'])
+    assert comp['all_off'] == pytest.approx(saved['all_off'])
+    assert comp['by'] == 'component'
+    # every enabled quantizer of the model is in exactly one component
+    roles_all = quant_sensitivity.main(
+        [cfg, qckpt, '--kind', 'all', '--work-dir', str(tmp_path / 'r')]
+    )
+    assert sorted(members) == sorted(n for g in roles_all['groups'] for n in g['quantizers'])
+    # --kind act leaves the weights out
+    act = quant_sensitivity.main(
+        [cfg, qckpt, '--by', 'component', '--kind', 'act', '--work-dir', str(tmp_path / 'a')]
+    )
+    assert [g['group'] for g in act['groups']] and 'weight' not in {
+        g['group'] for g in act['groups']
+    }

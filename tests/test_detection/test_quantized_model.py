@@ -93,6 +93,13 @@ def test_declared_sites_cover_protocol(tiny_cfg):
     assert isinstance(model.roi_head.mask_head.upsample, nn.ConvTranspose2d)
     for name in plan.post_softmax_sites:
         assert isinstance(plan.sites[name].quantizer_a, TanQuantizer)
+    # recipe components: TanQ's attention maps, the folded post-LN inputs, the rest
+    comps = plan.components()
+    assert all(isinstance(q, TanQuantizer) for q in comps['post_softmax'])
+    assert len(comps['post_softmax']) == n_blocks
+    assert len(comps['post_layernorm']) == sum(len(p.consumers) for p in plan.norm_pairs) > 0
+    n_quantizers = sum(1 for layer in plan.sites.values() for _ in layer.quantizers())
+    assert sum(len(v) for v in comps.values()) == n_quantizers
     for m in bb.modules():
         if isinstance(m, WindowMSA):
             assert isinstance(m.qk_matmul, QuantMatMul) and isinstance(m.av_matmul, QuantMatMul)

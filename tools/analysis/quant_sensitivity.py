@@ -8,12 +8,17 @@ is exact). The recovery of a group (its metric minus the fully quantized metric)
 of the loss it causes::
 
     python tools/analysis/quant_sensitivity.py CONFIG QUANTIZED_CKPT [--work-dir DIR]
-        [--recipe NAME] [--bits wXaY] [--kind act|weight|all] [--expand REGEX ...]
-        [--cfg-options k=v ...]
+        [--recipe NAME] [--bits wXaY] [--kind act|weight|all] [--by role|component]
+        [--expand REGEX ...] [--cfg-options k=v ...]
 
 Quantizers are grouped by role: the qualified name with every layer index replaced by ``*``
 (``blocks.*.mlp.fc2.input_quantizer`` is one group across all blocks). ``--expand REGEX``
 splits the roles it matches back into single quantizers, to find the layer inside a role.
+``--by component`` groups them instead by the part of the recipe that sets them (see
+:meth:`mmdopq.adapters.QuantPlan.components`): the attention maps (what TanQ replaces), the
+LayerNorm consumers' inputs (what the fold rule, e.g. MOSF, sets), the other activations and
+the weights. What switching a component off recovers bounds what a better quantizer of that
+component alone could gain.
 Writes ``sensitivity.json`` and ``sensitivity.md`` into the work dir (atomically). Evaluate
 on a held-out split (e.g. ``--cfg-options test_dataloader.dataset.data_root=...``), never on
 the split you report.
@@ -34,6 +39,7 @@ import quantize  # noqa: E402  (tools/quantize.py: config, checkpoint and load h
 from mmdopq.utils.fileio import dump_json_atomic, write_text_atomic  # noqa: E402
 
 KINDS = ('act', 'weight', 'all')
+GROUPINGS = ('role', 'component')
 
 
 def parse_args(argv=None):
@@ -55,6 +61,12 @@ def parse_args(argv=None):
         default='all',
         help='which quantizers to study: activation (inputs, matmul operands, attention '
         'maps), weight, or all',
+    )
+    parser.add_argument(
+        '--by',
+        choices=GROUPINGS,
+        default='role',
+        help='group quantizers by role across blocks, or by recipe component',
     )
     parser.add_argument(
         '--expand',
@@ -114,13 +126,46 @@ def group_quantizers(names: list[str], kind: str, expand: list[str]) -> dict[str
     return groups
 
 
+def group_components(model, names: dict, kind: str) -> dict[str, list[str]]:
+    """Groups by recipe component: component -> names of its enabled quantizers.
+
+    Args:
+        model: The quantized model (its ``quant_plan`` declares the components).
+        names: Qualified name -> quantizer, of the enabled quantizers of ``model``.
+        kind: ``'act'``, ``'weight'`` or ``'all'``.
+
+    Raises:
+        ValueError: ``model`` has no quant plan, or an enabled quantizer is not declared in it.
+    """
+    plan = getattr(model, 'quant_plan', None)
+    if plan is None:
+        raise ValueError(
+            f'--by component needs a quantized model; {type(model).__name__} has no quant_plan'
+        )
+    name_of = {id(q): n for n, q in names.items()}
+    groups: dict[str, list[str]] = {}
+    seen = set()
+    for comp, members in plan.components().items():
+        seen.update(id(q) for q in members)
+        if kind != 'all' and (kind == 'weight') != (comp == 'weight'):
+            continue
+        found = [name_of[id(q)] for q in members if id(q) in name_of]
+        if found:
+            groups[comp] = found
+    stray = [n for n, q in names.items() if id(q) not in seen]
+    if stray:
+        raise ValueError(f'quantizers outside the quant plan: {stray[:5]}')
+    return groups
+
+
 def markdown(record: dict) -> str:
     m = record['metric_name']
     lines = [
         f'# Quantization sensitivity: {osp.basename(record["config"])}',
         '',
         f'- checkpoint: `{record["checkpoint"]}` (recipe {record["recipe"]}, {record["bits"]})',
-        f'- test images: {record["test_images"]}; kind: {record["kind"]}',
+        f'- test images: {record["test_images"]}; kind: {record["kind"]}; '
+        f'grouped by: {record["by"]}',
         f'- {m}: quantized {record["quantized"]:.4g}, every quantizer off {record["all_off"]:.4g}',
         '',
         '| group (switched off) | quantizers | ' + m + ' | recovered |',
@@ -164,7 +209,12 @@ def main(argv=None) -> dict:
     quantizers = {
         n: m for n, m in model.named_modules() if isinstance(m, BaseQuantizer) and m.enabled
     }
-    groups = group_quantizers(list(quantizers), args.kind, args.expand)
+    if args.by == 'component':
+        if args.expand:
+            raise ValueError('--expand splits roles; it does not apply with --by component')
+        groups = group_components(model, quantizers, args.kind)
+    else:
+        groups = group_quantizers(list(quantizers), args.kind, args.expand)
     logger = runner.logger
 
     def evaluate(off: list[str]) -> dict:
@@ -218,6 +268,7 @@ def main(argv=None) -> dict:
         quant=recipe.to_dict(),
         calibration_seed=(meta.get('calibration') or {}).get('seed'),
         kind=args.kind,
+        by=args.by,
         expand=args.expand,
         test_images=len(runner.test_loop.dataloader.dataset),
         metric_name=metric_name,
