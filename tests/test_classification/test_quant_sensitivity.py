@@ -108,6 +108,7 @@ def test_sensitivity_tool(folder, tmp_path):
     assert comp['quantized'] == pytest.approx(saved['quantized'])
     assert comp['all_off'] == pytest.approx(saved['all_off'])
     assert comp['by'] == 'component'
+    assert comp['calibration_ids'] == qu['calibration']['calib_ids']  # provenance
     # every enabled quantizer of the model is in exactly one component
     roles_all = quant_sensitivity.main(
         [cfg, qckpt, '--kind', 'all', '--work-dir', str(tmp_path / 'r')]

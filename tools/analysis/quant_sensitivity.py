@@ -267,6 +267,7 @@ def main(argv=None) -> dict:
         bits=recipe.bits_tag,
         quant=recipe.to_dict(),
         calibration_seed=(meta.get('calibration') or {}).get('seed'),
+        calibration_ids=(meta.get('calibration') or {}).get('calib_ids'),
         kind=args.kind,
         by=args.by,
         expand=args.expand,
