@@ -42,6 +42,22 @@ def test_roles_and_groups():
         quant_sensitivity.group_quantizers(names, 'act', ['('])
 
 
+def test_component_groups_refuse_undeclared_quantizers():
+    from torch import nn
+
+    from mmdopq.adapters import QuantPlan, QuantRecipe
+    from mmdopq.quantizers import UniformQuantizer
+
+    with pytest.raises(ValueError, match='Linear has no quant_plan'):
+        quant_sensitivity.group_components(nn.Linear(2, 2), {}, 'all')
+    model = nn.Module()
+    model.quant_plan = QuantPlan(QuantRecipe())
+    assert quant_sensitivity.group_components(model, {}, 'all') == {}
+    stray = {'extra.input_quantizer': UniformQuantizer(4)}
+    with pytest.raises(ValueError, match=r"outside the quant plan: \['extra.input_quantizer'\]"):
+        quant_sensitivity.group_components(model, stray, 'act')
+
+
 def test_sensitivity_tool(folder, tmp_path):
     cfg = tiny_config('vit', 'repq', folder, tmp_path)
     ckpt = float_checkpoint(cfg, str(tmp_path / 'float.pth'))

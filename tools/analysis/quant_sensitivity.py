@@ -17,8 +17,8 @@ splits the roles it matches back into single quantizers, to find the layer insid
 ``--by component`` groups them instead by the part of the recipe that sets them (see
 :meth:`mmdopq.adapters.QuantPlan.components`): the attention maps (what TanQ replaces), the
 LayerNorm consumers' inputs (what the fold rule, e.g. MOSF, sets), the other activations and
-the weights. What switching a component off recovers bounds what a better quantizer of that
-component alone could gain.
+the weights. What switching a component off recovers is about the most that a better
+quantizer of that component alone could gain.
 Writes ``sensitivity.json`` and ``sensitivity.md`` into the work dir (atomically). Evaluate
 on a held-out split (e.g. ``--cfg-options test_dataloader.dataset.data_root=...``), never on
 the split you report.
