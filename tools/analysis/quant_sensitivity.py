@@ -87,6 +87,17 @@ def role_of(name: str) -> str:
     return re.sub(r'(?<=\.)\d+(?=\.)|^\d+(?=\.)', '*', name)
 
 
+def check_kind(kind: str) -> None:
+    """Raise a ``ValueError`` if ``kind`` is not one of :data:`KINDS`."""
+    if kind not in KINDS:
+        raise ValueError(f'kind={kind!r}; choose from {KINDS}')
+
+
+def kind_selects(kind: str, is_weight: bool) -> bool:
+    """Whether ``--kind`` studies a weight (``is_weight``) or activation quantizer."""
+    return kind == 'all' or (kind == 'weight') == is_weight
+
+
 def group_quantizers(names: list[str], kind: str, expand: list[str]) -> dict[str, list[str]]:
     """Groups (role, or single name for expanded roles) -> quantizer names, in model order.
 
@@ -98,11 +109,8 @@ def group_quantizers(names: list[str], kind: str, expand: list[str]) -> dict[str
     Raises:
         ValueError: An ``expand`` regex is invalid or matches no role.
     """
-    if kind not in KINDS:
-        raise ValueError(f'kind={kind!r}; choose from {KINDS}')
-    selected = [
-        n for n in names if kind == 'all' or (kind == 'weight') == n.endswith('weight_quantizer')
-    ]
+    check_kind(kind)
+    selected = [n for n in names if kind_selects(kind, n.endswith('weight_quantizer'))]
     patterns = []
     for text in expand:
         try:
@@ -137,6 +145,7 @@ def group_components(model, names: dict, kind: str) -> dict[str, list[str]]:
     Raises:
         ValueError: ``model`` has no quant plan, or an enabled quantizer is not declared in it.
     """
+    check_kind(kind)
     plan = getattr(model, 'quant_plan', None)
     if plan is None:
         raise ValueError(
@@ -147,7 +156,7 @@ def group_components(model, names: dict, kind: str) -> dict[str, list[str]]:
     seen = set()
     for comp, members in plan.components().items():
         seen.update(id(q) for q in members)
-        if kind != 'all' and (kind == 'weight') != (comp == 'weight'):
+        if not kind_selects(kind, comp == 'weight'):
             continue
         found = [name_of[id(q)] for q in members if id(q) in name_of]
         if found:
@@ -260,14 +269,15 @@ def main(argv=None) -> dict:
         )
     rows.sort(key=lambda r: -r['recovered'])
     meta = (loaded['ckpt'].get('meta') or {}) if isinstance(loaded['ckpt'], dict) else {}
+    calib = meta.get('calibration') or {}
     record = dict(
         config=args.config,
         checkpoint=args.checkpoint,
         recipe=recipe.recipe,
         bits=recipe.bits_tag,
         quant=recipe.to_dict(),
-        calibration_seed=(meta.get('calibration') or {}).get('seed'),
-        calibration_ids=(meta.get('calibration') or {}).get('calib_ids'),
+        calibration_seed=calib.get('seed'),
+        calibration_ids=calib.get('calib_ids'),
         kind=args.kind,
         by=args.by,
         expand=args.expand,
