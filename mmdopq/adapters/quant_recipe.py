@@ -18,6 +18,7 @@ from typing import Any
 from ..nn import QuantMatMul
 from ..quantizers import (
     REPQ_PERCENTILES,
+    ZERO_POINT_RULES,
     BaseQuantizer,
     LogSqrt2Quantizer,
     TanQuantizer,
@@ -86,6 +87,9 @@ class QuantRecipe:
             or ``'none'`` (keep per-channel post-LN quantizers, no fold).
         weight_method: Weight calibration (``'minmax'``, ``'percentile'``, ``'mse'``).
         act_method: Activation calibration method.
+        act_zero_point: Zero-point rule of the asymmetric activation quantizers:
+            ``'round'`` (RepQ-ViT) or ``'floor'`` (no level below the calibrated
+            range, an mmdopq option; see :class:`UniformQuantizer`).
         percentiles: Candidates of the percentile search.
         patch_embed_abits: Input bits of the patch embedding (8 by protocol).
         max_samples: Per-quantizer element budget of the calibration sample.
@@ -103,6 +107,7 @@ class QuantRecipe:
     reparam_rule: str = 'mad'
     weight_method: str = 'percentile'
     act_method: str = 'percentile'
+    act_zero_point: str = 'round'
     percentiles: tuple = REPQ_PERCENTILES
     patch_embed_abits: int = 8
     max_samples: int = 1 << 19
@@ -135,6 +140,7 @@ class QuantRecipe:
             ('reparam_rule', REPARAM_RULES),
             ('weight_method', ('minmax', 'percentile', 'mse')),
             ('act_method', ('minmax', 'percentile', 'mse')),
+            ('act_zero_point', ZERO_POINT_RULES),
         )
         for key, allowed in checks:
             if key in merged and merged[key] not in allowed:
@@ -187,6 +193,7 @@ class QuantRecipe:
             percentiles=self.percentiles,
             max_samples=self.max_samples,
             seed=self._seed(),
+            zero_point_rule=self.act_zero_point,
         )
 
     def post_ln_act(self) -> BaseQuantizer:
@@ -203,7 +210,11 @@ class QuantRecipe:
         if self.post_softmax == 'log_sqrt2':
             return LogSqrt2Quantizer(self.abits, percentiles=self.percentiles, **kw)
         return UniformQuantizer(
-            self.abits, method=self.act_method, percentiles=self.percentiles, **kw
+            self.abits,
+            method=self.act_method,
+            percentiles=self.percentiles,
+            zero_point_rule=self.act_zero_point,
+            **kw,
         )
 
     def attention_matmuls(self) -> tuple[QuantMatMul, QuantMatMul]:

@@ -28,7 +28,10 @@ from .reference import REPO_ROOT, ReferenceModel
 #: Benchmark variants: name -> (``--recipe`` of tools/quantize.py, extra ``--cfg-options``).
 #: The MOSF fold rules are the rows ``tanq_only`` (rule ``mean``: TanQ + RepQ-ViT's exact
 #: fold), ``dopq-median`` (rule ``median``) and ``dopq`` (rule ``mad``, i.e. MOSF). The
-#: ``*-qk_out`` rows add mmdopq's query-quantizer objective (error of ``q @ k^T``) to a recipe.
+#: ``*-qk_out`` rows add mmdopq's query-quantizer objective (error of ``q @ k^T``) to a recipe;
+#: the ``*-act_minmax`` rows calibrate activations on their min/max range instead of RepQ-ViT's
+#: percentile search, ``*-act_minmax_floor`` also floors their zero points (no level below the
+#: range).
 VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     'float': ('float', ()),
     'repq': ('repq', ()),
@@ -38,6 +41,16 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     'dopq-median': ('dopq', ('model.quant.reparam_rule=median',)),
     'repq-qk_out': ('repq', ('model.quant.qk_objective=output',)),
     'dopq-qk_out': ('dopq', ('model.quant.qk_objective=output',)),
+    'repq-act_minmax': ('repq', ('model.quant.act_method=minmax',)),
+    'dopq-act_minmax': ('dopq', ('model.quant.act_method=minmax',)),
+    'repq-act_minmax_floor': (
+        'repq',
+        ('model.quant.act_method=minmax', 'model.quant.act_zero_point=floor'),
+    ),
+    'dopq-act_minmax_floor': (
+        'dopq',
+        ('model.quant.act_method=minmax', 'model.quant.act_zero_point=floor'),
+    ),
 }
 #: What each variant is, for tables.
 VARIANT_NOTES = {
@@ -49,6 +62,10 @@ VARIANT_NOTES = {
     'dopq-median': 'TanQ + median fold (DopQ with fold rule median)',
     'repq-qk_out': 'RepQ-ViT recipe, query quantizer calibrated on the q @ k^T error',
     'dopq-qk_out': 'DopQ-ViT, query quantizer calibrated on the q @ k^T error',
+    'repq-act_minmax': 'RepQ-ViT recipe, activations calibrated on their min/max range',
+    'dopq-act_minmax': 'DopQ-ViT, activations calibrated on their min/max range',
+    'repq-act_minmax_floor': 'RepQ-ViT recipe, activations on min/max ranges, zero point floored',
+    'dopq-act_minmax_floor': 'DopQ-ViT, activations on min/max ranges, zero point floored',
 }
 QUANTIZE_TOOL = osp.join(REPO_ROOT, 'tools', 'quantize.py')
 

@@ -4,7 +4,7 @@ from .base_quantizer import VALID_BITS, BaseQuantizer, check_bits, mse
 from .log_sqrt2_quantizer import LogSqrt2Quantizer
 from .sample_collector import SampleCollector
 from .tan_quantizer import TanQuantizer
-from .uniform_quantizer import REPQ_PERCENTILES, UniformQuantizer
+from .uniform_quantizer import REPQ_PERCENTILES, ZERO_POINT_RULES, UniformQuantizer
 
 __all__ = [
     'VALID_BITS',
@@ -16,4 +16,5 @@ __all__ = [
     'TanQuantizer',
     'REPQ_PERCENTILES',
     'UniformQuantizer',
+    'ZERO_POINT_RULES',
 ]

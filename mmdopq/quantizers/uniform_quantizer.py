@@ -13,6 +13,7 @@ from .base_quantizer import BaseQuantizer, Objective, order_statistics
 #: Percentile candidates of the RepQ-ViT initialisation.
 REPQ_PERCENTILES = (0.999, 0.9999, 0.99999)
 CALIB_METHODS = ('minmax', 'percentile', 'mse')
+ZERO_POINT_RULES = ('round', 'floor')
 
 
 class UniformQuantizer(BaseQuantizer):
@@ -39,6 +40,13 @@ class UniformQuantizer(BaseQuantizer):
         mse_min_ratio: Smallest clipping ratio of the ``'mse'`` grid.
         max_samples: Element budget of :meth:`observe`.
         seed: Seed of the calibration subsampling.
+        zero_point_rule: How the asymmetric zero point ``-lo / s`` becomes an
+            integer: ``'round'`` (RepQ-ViT, the usual rule) or ``'floor'``, which
+            never puts a level below the range's low end ``lo`` (values in
+            ``[lo, -z * s)`` clamp up by less than one step; the top stays covered).
+            With ``'round'`` the lowest level can land up to half a step below
+            ``lo``: on post-GELU inputs that level sits below GELU's minimum and
+            takes the dense mass of small negative values.
     """
 
     def __init__(
@@ -53,10 +61,15 @@ class UniformQuantizer(BaseQuantizer):
         mse_min_ratio: float = 0.3,
         max_samples: int = 1 << 20,
         seed: int = 0,
+        zero_point_rule: str = 'round',
     ) -> None:
         super().__init__(bits, max_samples, seed)
         if method not in CALIB_METHODS:
             raise ValueError(f'unknown calibration method {method!r}; choose from {CALIB_METHODS}')
+        if zero_point_rule not in ZERO_POINT_RULES:
+            raise ValueError(
+                f'unknown zero_point_rule {zero_point_rule!r}; choose from {ZERO_POINT_RULES}'
+            )
         if not percentiles or any(not 0.5 < p <= 1.0 for p in percentiles):
             raise ValueError(f'percentiles={tuple(percentiles)} must be in (0.5, 1]')
         self.symmetric = bool(symmetric)
@@ -66,13 +79,15 @@ class UniformQuantizer(BaseQuantizer):
         self.percentiles = tuple(float(p) for p in percentiles)
         self.mse_grid = int(mse_grid)
         self.mse_min_ratio = float(mse_min_ratio)
+        self.zero_point_rule = zero_point_rule
         self.register_buffer('scale', torch.tensor(1.0))
         self.register_buffer('zero_point', torch.tensor(0.0))
 
     def extra_repr(self) -> str:
         kind = f'per_channel(axis={self.ch_axis})' if self.per_channel else 'per_tensor'
         sym = 'symmetric' if self.symmetric else 'asymmetric'
-        return f'{super().extra_repr()}, {sym}, {kind}, method={self.method}'
+        zp = '' if self.symmetric or self.zero_point_rule == 'round' else ', zero_point=floor'
+        return f'{super().extra_repr()}, {sym}, {kind}, method={self.method}{zp}'
 
     # -- integer range -------------------------------------------------------
     @property
@@ -100,7 +115,9 @@ class UniformQuantizer(BaseQuantizer):
             zero = None
         scale = torch.where(scale > 1e-12, scale, torch.ones_like(scale))
         if zero is None:
-            zero = torch.round(-lo / scale)
+            z = -lo / scale
+            # floor: tolerate float error so an exact integer is not pushed a step down
+            zero = torch.floor(z + 1e-4) if self.zero_point_rule == 'floor' else torch.round(z)
         return scale, zero
 
     def set_params(self, scale: Tensor, zero_point: Tensor) -> None:

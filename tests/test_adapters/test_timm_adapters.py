@@ -429,6 +429,18 @@ def test_qk_objective_reaches_query_quantizers(arch):
         QuantRecipe.from_cfg(dict(qk_objective='logits'))
 
 
+def test_act_zero_point_reaches_activation_quantizers_only():
+    plan = adapt(build('vit'), QuantRecipe.from_cfg(dict(recipe='repq', act_zero_point='floor')))
+    acts = [q for s in plan.sites.values() for n, q in s.quantizers() if n != 'weight_quantizer']
+    uniform = [q for q in acts if isinstance(q, UniformQuantizer)]
+    assert uniform and all(q.zero_point_rule == 'floor' for q in uniform)
+    weights = [s.weight_quantizer for s in plan.sites.values() if hasattr(s, 'weight_quantizer')]
+    assert weights and all(q.zero_point_rule == 'round' for q in weights)
+    assert QuantRecipe.from_cfg(dict(recipe='repq')).act_zero_point == 'round'
+    with pytest.raises(ValueError, match="quant.act_zero_point='ceil'"):
+        QuantRecipe.from_cfg(dict(act_zero_point='ceil'))
+
+
 @pytest.mark.parametrize('arch', ('vit', 'swin'))
 def test_rejected_model_is_left_untouched(arch):
     model = build(arch)

@@ -339,3 +339,34 @@ def test_uniform_error_bounded_by_half_step(bits, spread, offset, symmetric):
     fp_slack = 8 * torch.finfo(torch.float32).eps * float(x.abs().max())
     assert (y - x).abs().max() <= 0.5 * float(q.scale) * (1 + 1e-4) + fp_slack + 1e-6
     assert torch.equal(q(y), y)
+
+
+def test_floor_zero_point_puts_no_level_below_the_range():
+    # GELU-like range: the round rule's zero point (-lo / s = 0.68 -> 1) puts its lowest level
+    # at -s = -0.25, below the data's minimum -0.17; floor (-> 0) starts the grid at 0.
+    x = torch.linspace(-0.17, 3.58, 1001)
+    rounded = UniformQuantizer(4, method='minmax')
+    floored = UniformQuantizer(4, method='minmax', zero_point_rule='floor')
+    for q in (rounded, floored):
+        q.calibrate(x)
+        assert math.isclose(float(q.scale), 0.25, rel_tol=1e-5)
+    assert float(rounded.zero_point) == 1 and float(rounded.levels().min()) < -0.17
+    assert float(floored.zero_point) == 0 and float(floored.levels().min()) == 0.0
+    assert float(floored.levels().max()) >= 3.58
+    assert torch.equal(floored(x[x < 0]), torch.zeros(int((x < 0).sum())))
+    assert 'zero_point=floor' in repr(floored) and 'zero_point' not in repr(rounded)
+    with pytest.raises(ValueError, match="zero_point_rule 'ceil'"):
+        UniformQuantizer(4, zero_point_rule='ceil')
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(2, 8), st.floats(0.01, 100), st.floats(-50, 50))
+def test_floor_zero_point_levels_stay_in_range_and_error_within_a_step(bits, spread, offset):
+    x = torch.linspace(-1, 1, 257) * spread + offset
+    q = UniformQuantizer(bits, zero_point_rule='floor')
+    q.calibrate(x)
+    s, levels = float(q.scale), q.levels()
+    slack = 8 * torch.finfo(torch.float32).eps * float(x.abs().max()) + 1e-6
+    assert float(levels.min()) >= float(x.min()) - 1e-4 * s - slack  # nothing below the range
+    assert float(levels.max()) >= float(x.max()) - 1e-4 * s - slack  # the top is covered
+    assert (q(x) - x).abs().max() <= s * (1 + 1e-4) + slack  # clamping costs under a step
