@@ -202,6 +202,8 @@ class QuantRecipe:
 
     def softmax(self) -> BaseQuantizer:
         """Post-Softmax (attention map) quantizer."""
+        if self.post_softmax == 'uniform':
+            return self.act()  # a plain per-tensor activation quantizer
         kw = dict(max_samples=self.max_samples, seed=self._seed())
         if self.post_softmax == 'tan':
             return TanQuantizer(self.abits, **kw)
@@ -209,13 +211,7 @@ class QuantRecipe:
             return TanQuantizer(self.abits, symmetric=True, **kw)
         if self.post_softmax == 'log_sqrt2':
             return LogSqrt2Quantizer(self.abits, percentiles=self.percentiles, **kw)
-        return UniformQuantizer(
-            self.abits,
-            method=self.act_method,
-            percentiles=self.percentiles,
-            zero_point_rule=self.act_zero_point,
-            **kw,
-        )
+        raise ValueError(f'quant.post_softmax={self.post_softmax!r}; choose from {POST_SOFTMAX}')
 
     def attention_matmuls(self) -> tuple[QuantMatMul, QuantMatMul]:
         """The two attention matmul sites: ``q @ k^T`` and ``attn @ v``.
