@@ -59,6 +59,7 @@ class QuantPlan:
     channel_scale_stats: dict[str, dict] = field(default_factory=dict)
     _norm_inputs: dict[str, SampleCollector] = field(default_factory=dict)
     _hooks: list = field(default_factory=list)
+    _sequential: bool = False
 
     # -- declaration -------------------------------------------------------------
     def add(self, name: str, layer: QuantModuleMixin) -> QuantModuleMixin:
@@ -135,8 +136,16 @@ class QuantPlan:
         return [n for n, layer in self.sites.items() if not layer.is_calibrated]
 
     # -- step 0: collect -------------------------------------------------------------
-    def start_calibration(self, model: nn.Module) -> None:
-        """Switch to ``calib`` mode and start collecting norm inputs (for MOSF)."""
+    def start_calibration(self, model: nn.Module, sequential: bool = False) -> None:
+        """Switch to ``calib`` mode and start collecting norm inputs (for MOSF).
+
+        Args:
+            model: The model that holds the sites.
+            sequential: Put the sites in ``calib_seq`` mode instead (RepQ-ViT's order):
+                in the next forward pass every site calibrates at its first call, on what
+                the quantized sites before it produce, and quantizes from then on. Run
+                the calibration images through as one batch.
+        """
         self.stop_calibration()
         for layer in self.sites.values():
             for _, q in layer.quantizers():
@@ -145,6 +154,9 @@ class QuantPlan:
             if pairs is not None:
                 pairs.clear()
         set_quant_mode(model, 'calib')
+        self._sequential = sequential
+        for layer in self.sites.values():
+            layer.set_quant_mode('calib_seq' if sequential else 'calib')
         if self.recipe.reparam_rule == 'mad':
             for pair in self.norm_pairs:
                 # MOSF scores every cap candidate with the consumers' matmuls on these
@@ -163,8 +175,21 @@ class QuantPlan:
     # -- step 1 --------------------------------------------------------------------
     @torch.no_grad()
     def calibrate_sites(self) -> None:
-        """Set every site's quantizers from what it observed."""
+        """Set every site's quantizers from what it observed.
+
+        After a sequential pass (:meth:`start_calibration` with ``sequential=True``) the
+        sites calibrated themselves; this only checks that every one of them was reached.
+        """
         self.stop_calibration()
+        if self._sequential:
+            missed = [n for n, layer in self.sites.items() if layer.quant_mode == 'calib_seq']
+            if missed:
+                raise ValueError(
+                    f'{len(missed)} quantization sites saw no calibration data in the '
+                    f'sequential pass (first: {missed[0]!r}); are they on the forward path '
+                    'of the model?'
+                )
+            return
         for name, layer in self.sites.items():
             for _, q in layer.quantizers():
                 if (

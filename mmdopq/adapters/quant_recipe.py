@@ -66,6 +66,7 @@ def use_recipe(quant_cfg: dict, name: str) -> None:
 POST_SOFTMAX = ('tan', 'tan_symmetric', 'log_sqrt2', 'uniform')
 SCOPES = ('whole', 'backbone')
 REPARAM_RULES = ('mean', 'median', 'mad', 'none')
+CALIB_MODES = ('float', 'sequential')
 
 
 @dataclass
@@ -91,6 +92,12 @@ class QuantRecipe:
             ``'round'`` (RepQ-ViT) or ``'floor'`` (no level below the calibrated
             range, an mmdopq option; see :class:`UniformQuantizer`).
         percentiles: Candidates of the percentile search.
+        calib_mode: What the quantizers are calibrated on: ``'float'`` (mmdopq's
+            default: one observe pass of the float model, every quantizer sees float
+            activations, over any number of batches) or ``'sequential'`` (RepQ-ViT's
+            protocol: one quantized forward pass in which every layer calibrates at its
+            first call, on what the quantized layers before it produce; the calibration
+            images form one batch).
         patch_embed_abits: Input bits of the patch embedding (8 by protocol).
         max_samples: Per-quantizer element budget of the calibration sample.
         seed: Seed of every random choice of the calibration.
@@ -109,6 +116,7 @@ class QuantRecipe:
     act_method: str = 'percentile'
     act_zero_point: str = 'round'
     percentiles: tuple = REPQ_PERCENTILES
+    calib_mode: str = 'float'
     patch_embed_abits: int = 8
     max_samples: int = 1 << 19
     seed: int = 0
@@ -141,6 +149,7 @@ class QuantRecipe:
             ('weight_method', ('minmax', 'percentile', 'mse')),
             ('act_method', ('minmax', 'percentile', 'mse')),
             ('act_zero_point', ZERO_POINT_RULES),
+            ('calib_mode', CALIB_MODES),
         )
         for key, allowed in checks:
             if key in merged and merged[key] not in allowed:

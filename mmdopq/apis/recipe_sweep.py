@@ -31,7 +31,8 @@ from .reference import REPO_ROOT, ReferenceModel
 #: ``*-qk_out`` rows add mmdopq's query-quantizer objective (error of ``q @ k^T``) to a recipe;
 #: the ``*-act_minmax`` rows calibrate activations on their min/max range instead of RepQ-ViT's
 #: percentile search, ``*-act_minmax_floor`` also floors their zero points (no level below the
-#: range).
+#: range); ``*-seq`` calibrate in RepQ-ViT's order (``calib_mode='sequential'``: each layer on
+#: what the quantized layers before it produce) instead of on float activations.
 VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     'float': ('float', ()),
     'repq': ('repq', ()),
@@ -51,6 +52,8 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
         'dopq',
         ('model.quant.act_method=minmax', 'model.quant.act_zero_point=floor'),
     ),
+    'repq-seq': ('repq', ('model.quant.calib_mode=sequential',)),
+    'dopq-seq': ('dopq', ('model.quant.calib_mode=sequential',)),
 }
 #: What each variant is, for tables.
 VARIANT_NOTES = {
@@ -66,6 +69,8 @@ VARIANT_NOTES = {
     'dopq-act_minmax': 'DopQ-ViT, activations calibrated on their min/max range',
     'repq-act_minmax_floor': 'RepQ-ViT recipe, activations on min/max ranges, zero point floored',
     'dopq-act_minmax_floor': 'DopQ-ViT, activations on min/max ranges, zero point floored',
+    'repq-seq': "RepQ-ViT recipe, calibrated in RepQ-ViT's order (on quantized inputs)",
+    'dopq-seq': "DopQ-ViT, calibrated in RepQ-ViT's order (on quantized inputs)",
 }
 QUANTIZE_TOOL = osp.join(REPO_ROOT, 'tools', 'quantize.py')
 

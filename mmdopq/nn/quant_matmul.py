@@ -52,13 +52,16 @@ class QuantMatMul(QuantModuleMixin, nn.Module):
         return f'a_objective={self.a_objective}'
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
-        if self.quant_mode == 'quant':
-            return self.quantizer_a(a) @ self.quantizer_b(b)
-        if self.quant_mode == 'calib':
+        if self.quant_mode in ('calib', 'calib_seq'):
             self.quantizer_a.observe(a)
             self.quantizer_b.observe(b)
             if self.a_objective == 'output' and self.quantizer_a.enabled:
                 self._observe_pair(a, b)
+            if self.quant_mode == 'calib_seq':  # calibrate now, quantize from here on
+                self.calibrate()
+                self.quant_mode = 'quant'
+        if self.quant_mode == 'quant':
+            return self.quantizer_a(a) @ self.quantizer_b(b)
         return a @ b
 
     def _observe_pair(self, a: Tensor, b: Tensor) -> None:

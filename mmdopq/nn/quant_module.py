@@ -11,8 +11,11 @@ from torch import Tensor, nn
 from ..quantizers import BaseQuantizer
 
 #: ``float``: bit-exact float layer; ``calib``: float output while the quantizers
-#: observe their inputs; ``quant``: fake-quantized forward.
-QUANT_MODES = ('float', 'calib', 'quant')
+#: observe their inputs; ``quant``: fake-quantized forward; ``calib_seq``: at the first
+#: call, calibrate from that call's inputs, switch to ``quant`` and return the quantized
+#: output (RepQ-ViT's lazy initialisation: with every layer in this mode, one forward pass
+#: calibrates each layer on what the quantized layers before it produce).
+QUANT_MODES = ('float', 'calib', 'quant', 'calib_seq')
 
 
 class QuantModuleMixin:
@@ -49,6 +52,10 @@ class WeightActQuantMixin(QuantModuleMixin):
     input_quantizer: BaseQuantizer
 
     def _quant_forward(self, x: Tensor, op: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+        if self.quant_mode == 'calib_seq':
+            self.input_quantizer.observe(x)
+            self.calibrate()
+            self.quant_mode = 'quant'
         if self.quant_mode == 'quant':
             return op(self.input_quantizer(x), self.quantized_weight())
         if self.quant_mode == 'calib':

@@ -486,3 +486,138 @@ def test_swin_dynamic_img_size_padding():
     with torch.no_grad():
         assert rel_err(model(x), ref(x)) < 1e-4
         assert rel_err(first_attn_branch(model, x), first_attn_branch(ref, x)) < 1e-5
+
+
+# -- sequential calibration (RepQ-ViT's order) ------------------------------------------
+def site_order(model, plan, x) -> list:
+    """Names of the sites in the order a float forward pass first calls them."""
+    order, handles = [], []
+    for name, layer in plan.sites.items():
+        handles.append(
+            layer.register_forward_pre_hook(
+                lambda mod, args, n=name: order.append(n) if n not in order else None
+            )
+        )
+    set_quant_mode(model, 'float')
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    return order
+
+
+def qparams(plan) -> dict:
+    return {
+        f'{name}.{k}': v.clone()
+        for name, layer in plan.sites.items()
+        for k, v in layer.state_dict().items()
+        if 'quantizer' in k or k.endswith(('delta', 'alpha', 'centre'))
+    }
+
+
+@pytest.mark.parametrize('arch', ['vit', 'swin'])
+@pytest.mark.parametrize('name', ['repq', 'dopq'])
+def test_sequential_pass_calibrates_each_site_on_quantized_inputs(arch, name):
+    """One pass in calib_seq mode == calibrating site by site, each on the output of the
+    already-quantized sites before it (the definition of RepQ-ViT's lazy initialisation)."""
+    x = inputs(arch, n=4, seed=7)
+    rcp = recipe(name, max_samples=1 << 22)  # no subsampling: both ways see the same rows
+    seq_model = build(arch)
+    seq_plan = adapt(seq_model, rcp)
+    seq_plan.start_calibration(seq_model, sequential=True)
+    with torch.no_grad():
+        seq_model(x)
+    seq_plan.calibrate_sites()
+    assert all(layer.quant_mode == 'quant' for layer in seq_plan.sites.values())
+    assert seq_plan.is_calibrated
+
+    ref_model = build(arch)
+    ref_plan = adapt(ref_model, recipe(name, max_samples=1 << 22))
+    order = site_order(ref_model, ref_plan, x)
+    assert sorted(order) == sorted(ref_plan.sites)
+    with torch.no_grad():
+        for i, site in enumerate(order):
+            for j, other in enumerate(order):
+                mode = 'quant' if j < i else 'calib' if j == i else 'float'
+                ref_plan.sites[other].set_quant_mode(mode)
+            ref_model(x)
+            ref_plan.sites[site].calibrate()
+    seq, ref = qparams(seq_plan), qparams(ref_plan)
+    assert seq.keys() == ref.keys() and seq
+    for key in seq:
+        assert torch.equal(seq[key], ref[key]), key
+
+    # and it is not what one float observe pass gives
+    float_model = build(arch)
+    float_plan = adapt(float_model, recipe(name, max_samples=1 << 22))
+    float_plan.start_calibration(float_model)
+    with torch.no_grad():
+        float_model(x)
+    float_plan.calibrate_sites()
+    flt = qparams(float_plan)
+    changed = [k for k in seq if 'weight_quantizer' not in k and not torch.equal(seq[k], flt[k])]
+    assert changed, 'sequential calibration changed no activation quantizer'
+    first = order[0]  # the first site sees the model input either way
+    assert all(torch.equal(seq[k], flt[k]) for k in seq if k.startswith(f'{first}.'))
+
+
+def test_sequential_then_fold_and_quantized_forward():
+    model = build('vit')
+    plan = adapt(model, recipe('dopq'))
+    x = inputs('vit', n=4, seed=3)
+    plan.start_calibration(model, sequential=True)
+    with torch.no_grad():
+        out_cal = model(x)  # the pass itself returns the quantized (pre-fold) output
+    plan.calibrate_sites()
+    plan.reparameterize()
+    plan.recalibrate(model)
+    with torch.no_grad():
+        out = model(x)
+        set_quant_mode(model, 'float')
+        ref = model(x)
+    assert torch.isfinite(out).all() and not torch.equal(out, ref)
+    assert rel_err(out_cal, ref) < 1.0 and rel_err(out, ref) < 1.0
+
+
+def test_sequential_pass_reports_unreached_sites():
+    model = build('vit')
+    plan = adapt(model, recipe('repq'))
+    plan.start_calibration(model, sequential=True)
+    with torch.no_grad():
+        model(inputs('vit', n=2))
+    missed = next(iter(plan.sites))
+    plan.sites[missed].set_quant_mode('calib_seq')  # as if the pass had not reached it
+    with pytest.raises(ValueError, match=f'1 quantization sites saw no calibration data.*{missed}'):
+        plan.calibrate_sites()
+
+
+def test_shared_site_calibrates_at_its_first_call_only():
+    """A layer applied several times per pass (e.g. a head shared over pyramid levels)
+    calibrates on its first call and quantizes the later ones with those parameters."""
+    lin = nn.Linear(8, 8)
+    rcp = recipe('repq')
+    q = QuantLinear(lin, rcp.weight(), rcp.act())
+    q.set_quant_mode('calib_seq')
+    gen = torch.Generator().manual_seed(0)
+    small, large = torch.rand(16, 8, generator=gen), 10 * torch.rand(16, 8, generator=gen)
+    with torch.no_grad():
+        y1 = q(small)
+        assert q.quant_mode == 'quant' and q.is_calibrated
+        scale = q.input_quantizer.scale.clone()
+        y2 = q(large)
+        unclipped = F.linear(large, lin.weight, lin.bias)
+    assert torch.equal(q.input_quantizer.scale, scale)
+    assert float(y2.max()) < float(unclipped.max())  # clipped to the first call's range
+    ref = QuantLinear(nn.Linear(8, 8), rcp.weight(), rcp.act())
+    ref.load_state_dict(q.state_dict())
+    ref.set_quant_mode('quant')
+    with torch.no_grad():
+        assert torch.equal(y1, ref(small))
+
+
+def test_calib_mode_option():
+    assert QuantRecipe.from_cfg(dict(recipe='repq')).calib_mode == 'float'
+    rcp = QuantRecipe.from_cfg(dict(recipe='dopq', calib_mode='sequential'))
+    assert rcp.to_dict()['calib_mode'] == 'sequential'
+    with pytest.raises(ValueError, match="quant.calib_mode='lazy'"):
+        QuantRecipe.from_cfg(dict(calib_mode='lazy'))

@@ -119,6 +119,28 @@ def test_quantize_tool_classification(arch, recipe, folder, tmp_path):
         assert torch.equal(x['pred_score'], y['pred_score'])
 
 
+def test_quantize_tool_sequential_calibration(folder, tmp_path):
+    """``quant.calib_mode=sequential`` (RepQ-ViT's order) through the tool: recorded,
+    different quantization parameters from the float-observe default, reloadable."""
+    cfg = tiny_config('vit', 'repq', folder, tmp_path)
+    ckpt = float_checkpoint(cfg, str(tmp_path / 'float.bin'))
+    runs = {}
+    for mode in ('float', 'sequential'):
+        work = tmp_path / mode
+        opts = ['--cfg-options', f'model.quant.calib_mode={mode}']
+        runs[mode] = quantize.main([cfg, ckpt, '--work-dir', str(work), *opts])
+        assert runs[mode]['quant']['calib_mode'] == mode
+        assert runs[mode]['calibration']['calib_mode'] == mode
+    seq, flt = runs['sequential']['calibration'], runs['float']['calibration']
+    assert seq['calib_ids'] == flt['calib_ids']
+    assert seq['qparams_digest'] != flt['qparams_digest']
+    again = quantize.main(
+        [cfg, str(tmp_path / 'sequential' / 'quantized.pth'), '--work-dir', str(tmp_path / 'w2')]
+    )
+    assert again['calibration']['from_checkpoint']
+    assert again['metrics'] == runs['sequential']['metrics']
+
+
 def test_safetensors_checkpoint(folder, tmp_path):
     from safetensors.torch import save_file
 

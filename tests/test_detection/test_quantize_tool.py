@@ -15,6 +15,7 @@ sys.path.insert(0, osp.join(REPO, 'tools'))
 import quantize  # noqa: E402
 
 METRIC_KEYS = ('coco/bbox_mAP', 'coco/segm_mAP')
+SEQUENTIAL = 'model.quant.calib_mode=sequential'
 
 
 def run(cfg, ckpt, work_dir, *extra):
@@ -55,6 +56,20 @@ def test_end_to_end_dopq(dopq_run):
     assert not [f for f in os.listdir(work) if f.endswith('.tmp')]
     ids = json.load(open(work / 'calib_ids.json'))['calib_ids']
     assert ids == cal['calib_ids']
+
+
+def test_sequential_calibration_detector(dopq_run, tiny_cfg, float_ckpt, tmp_path):
+    """RepQ-ViT's order on a whole detector: the calibration images form one batch, heads
+    shared over the pyramid levels (RPN) calibrate at their first call, every site is set."""
+    res = run(tiny_cfg('dopq', 4), float_ckpt, tmp_path, '--cfg-options', SEQUENTIAL)
+    for k in METRIC_KEYS:
+        assert 0.0 <= res['metrics'][k] <= 1.0
+    cal = res['calibration']
+    assert res['quant']['calib_mode'] == cal['calib_mode'] == 'sequential'
+    float_cal = dopq_run[1]['calibration']
+    assert cal['calib_ids'] == float_cal['calib_ids']
+    assert cal['qparams_digest'] != float_cal['qparams_digest']
+    assert cal['plan']['sites'] == float_cal['plan']['sites']
 
 
 def test_reload_quantized_reproduces(dopq_run, tiny_cfg, tmp_path):

@@ -44,6 +44,12 @@ class QuantCalibrationHook(Hook):
     Under DDP every rank calibrates on the same images and then takes rank 0's
     parameters (broadcast), so all ranks evaluate the same quantized model.
 
+    With the recipe's ``calib_mode='float'`` (default) the images run through the float
+    model in batches of ``dataloader.batch_size`` while every quantizer observes its input;
+    with ``calib_mode='sequential'`` (RepQ-ViT's order) they run as one batch through the
+    model in ``calib_seq`` mode, where each layer calibrates at its first call on what the
+    quantized layers before it produce.
+
     Args:
         dataloader: Dataloader config; its ``dataset`` (and ``batch_size``) are used.
         num_images: Number of calibration images.
@@ -183,8 +189,17 @@ class QuantCalibrationHook(Hook):
         t = time.perf_counter()
         was_training = model.training
         model.eval()
-        plan.start_calibration(model)
+        sequential = recipe.calib_mode == 'sequential'
+        plan.start_calibration(model, sequential=sequential)
         batch_size = int(self.dataloader.get('batch_size', 1))
+        if sequential:
+            # every layer calibrates at its first call: all images must be in that call
+            batch_size = len(indices)
+            logger.info(
+                f'mmdopq: sequential calibration (RepQ-ViT order): the {len(indices)} images '
+                'go through the model as one batch; each layer calibrates on what the '
+                'quantized layers before it produce'
+            )
         bar = ProgressBar(len(indices)) if is_main_process() else None
         try:
             for start in range(0, len(indices), batch_size):
@@ -198,8 +213,8 @@ class QuantCalibrationHook(Hook):
             print(flush=True)
         times['forward_s'] = time.perf_counter() - t
         logger.info(
-            f'mmdopq: stage 1/3 calibration dataset: {times["dataset_s"]:.1f}s, observe: '
-            f'{times["forward_s"]:.1f}s'
+            f'mmdopq: stage 1/3 calibration dataset: {times["dataset_s"]:.1f}s, '
+            f'{"sequential pass" if sequential else "observe"}: {times["forward_s"]:.1f}s'
         )
         t = time.perf_counter()
         plan.calibrate_sites()
@@ -229,6 +244,7 @@ class QuantCalibrationHook(Hook):
         self.record = dict(
             skipped=False,
             num_images=len(ids),
+            calib_mode=recipe.calib_mode,
             selection=self.selection,
             seed=self.seed,
             calib_ids=ids,
