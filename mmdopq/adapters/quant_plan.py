@@ -5,7 +5,9 @@ quantization site and every LayerNorm -> consumer pair in a :class:`QuantPlan`.
 The plan then drives calibration, independent of the architecture:
 
 1. :meth:`QuantPlan.calibrate_sites` — after calibration data ran through the
-   model in ``calib`` mode, set every quantizer from what it observed;
+   model in ``calib`` mode, set every quantizer from what it observed (after a
+   sequential pass in ``calib_seq`` mode the sites calibrated themselves, each on
+   the output of the quantized sites before it; this step checks they all ran);
 2. :meth:`QuantPlan.reparameterize` — fold the per-channel post-LN quantizers
    into per-tensor ones (RepQ-ViT rule or MOSF);
 3. :meth:`QuantPlan.recalibrate` — re-initialise the weights of the rewritten
