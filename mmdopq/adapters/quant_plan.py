@@ -155,10 +155,8 @@ class QuantPlan:
             pairs = getattr(layer, 'pairs', None)  # QuantMatMul's paired sample
             if pairs is not None:
                 pairs.clear()
-        set_quant_mode(model, 'calib')
         self._sequential = sequential
-        for layer in self.sites.values():
-            layer.set_quant_mode('calib_seq' if sequential else 'calib')
+        set_quant_mode(model, 'calib_seq' if sequential else 'calib')
         if self.recipe.reparam_rule == 'mad':
             for pair in self.norm_pairs:
                 # MOSF scores every cap candidate with the consumers' matmuls on these
