@@ -9,6 +9,7 @@ resumes where it stopped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -493,24 +494,34 @@ def build_specs(
     cfg_options: Optional[dict] = None,
     save: bool = False,
 ) -> list[RunSpec]:
-    """All runs of a sweep: per model one float run, then variant x bits x seed."""
+    """All runs of a sweep: per model one float run, then variant x bits x seed.
+
+    Runs of a model with extra ``cfg_options`` (a val subset, a tuning split) go to
+    ``work_dir/<model>/opts-<digest>/``, the digest naming the options, so that sweeps of
+    the same model with different options keep their finished runs apart.
+    """
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         raise ValueError(f'unknown recipes {unknown}; choose from {sorted(VARIANTS)}')
     specs = []
     for m in models:
         opts = tuple((cfg_options or {}).get(m.name, ()))
-        specs.append(
-            RunSpec(m, 'float', 'float', seeds[0], osp.join(work_dir, m.name, 'float'), None, opts)
-        )
+        root = osp.join(work_dir, m.name, *([options_dir(opts)] if opts else []))
+        specs.append(RunSpec(m, 'float', 'float', seeds[0], osp.join(root, 'float'), None, opts))
         for v in variants:
             if v == 'float':
                 continue
             for b in bits:
                 for s in seeds:
-                    wd = osp.join(work_dir, m.name, f'{v}_{b}_seed{s}')
+                    wd = osp.join(root, f'{v}_{b}_seed{s}')
                     specs.append(RunSpec(m, v, b, s, wd, None, opts, save))
     return specs
+
+
+def options_dir(cfg_options: Sequence[str]) -> str:
+    """Directory name for runs with these ``--cfg-options`` (order-independent digest)."""
+    digest = hashlib.sha256('\n'.join(sorted(cfg_options)).encode()).hexdigest()[:10]
+    return f'opts-{digest}'
 
 
 def run_sweep(

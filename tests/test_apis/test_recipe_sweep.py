@@ -77,6 +77,27 @@ def test_commands(tmp_path):
         RunSpec(MODEL, 'x', 'w4a4', 0, str(tmp_path)).command()
 
 
+def test_runs_with_other_options_get_their_own_directories(tmp_path):
+    """A val-subset sweep must not reuse (or overwrite) the whole-split runs of the same model."""
+    whole = build_specs([MODEL], ['float', 'repq'], ['w4a4'], [0], str(tmp_path))
+    sub = {MODEL.name: ['test_dataloader.dataset.indices=200']}
+    subset = build_specs([MODEL], ['float', 'repq'], ['w4a4'], [0], str(tmp_path), sub)
+    tune = {
+        MODEL.name: ['test_dataloader.dataset.data_root=x/', 'test_dataloader.dataset.indices=200']
+    }
+    tuned = build_specs([MODEL], ['float', 'repq'], ['w4a4'], [0], str(tmp_path), tune)
+    dirs = [{s.work_dir for s in specs} for specs in (whole, subset, tuned)]
+    assert all(len(d) == 2 for d in dirs)
+    assert not (dirs[0] & dirs[1] or dirs[0] & dirs[2] or dirs[1] & dirs[2])
+    assert whole[1].work_dir == str(tmp_path / MODEL.name / 'repq_w4a4_seed0')
+    assert subset[1].command('python')[-1] == 'test_dataloader.dataset.indices=200'
+    # the digest names the options, not their order
+    again = build_specs(
+        [MODEL], ['repq'], ['w4a4'], [0], str(tmp_path), {MODEL.name: tune[MODEL.name][::-1]}
+    )
+    assert again[1].work_dir == tuned[1].work_dir
+
+
 def test_percent():
     assert percent('coco/bbox_mAP', 0.4123) == pytest.approx(41.23)
     assert percent('accuracy/top1', 81.5) == 81.5
