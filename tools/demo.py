@@ -72,7 +72,14 @@ def main(argv=None) -> dict:
         opts.append(f'test_dataloader.dataset.indices={args.val_images}')
     opts.append(f'custom_hooks.0.num_images={args.calib_images}')
     specs = build_specs(
-        [model], args.recipes, args.bits, [args.seed], args.work_dir, {model.name: opts}, save=True
+        [model],
+        args.recipes,
+        args.bits,
+        [args.seed],
+        args.work_dir,
+        {model.name: opts},
+        save=True,
+        options_subdir=False,
     )
     for s in specs:
         s.checkpoint = ckpt

@@ -493,12 +493,15 @@ def build_specs(
     work_dir: str,
     cfg_options: Optional[dict] = None,
     save: bool = False,
+    options_subdir: bool = True,
 ) -> list[RunSpec]:
     """All runs of a sweep: per model one float run, then variant x bits x seed.
 
-    Runs of a model with extra ``cfg_options`` (a val subset, a tuning split) go to
-    ``work_dir/<model>/opts-<digest>/``, the digest naming the options, so that sweeps of
-    the same model with different options keep their finished runs apart.
+    With ``options_subdir`` (the default), runs of a model with extra ``cfg_options`` (a val
+    subset, a tuning split) go to ``work_dir/<model>/opts-<digest>/``, the digest naming the
+    options, so that sweeps of the same model with different options (the benchmark and its
+    ablations on a val subset) keep their finished runs apart instead of overwriting each
+    other's. The demo, one option set per work dir, keeps ``work_dir/<model>/<run>/``.
     """
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
@@ -506,7 +509,8 @@ def build_specs(
     specs = []
     for m in models:
         opts = tuple((cfg_options or {}).get(m.name, ()))
-        root = osp.join(work_dir, m.name, *([options_dir(opts)] if opts else []))
+        sub = [options_dir(opts)] if opts and options_subdir else []
+        root = osp.join(work_dir, m.name, *sub)
         specs.append(RunSpec(m, 'float', 'float', seeds[0], osp.join(root, 'float'), None, opts))
         for v in variants:
             if v == 'float':

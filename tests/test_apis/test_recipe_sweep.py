@@ -96,6 +96,9 @@ def test_runs_with_other_options_get_their_own_directories(tmp_path):
         [MODEL], ['repq'], ['w4a4'], [0], str(tmp_path), {MODEL.name: tune[MODEL.name][::-1]}
     )
     assert again[1].work_dir == tuned[1].work_dir
+    # the demo keeps one option set per work dir and the flat layout
+    flat = build_specs([MODEL], ['repq'], ['w4a4'], [0], str(tmp_path), sub, options_subdir=False)
+    assert flat[1].work_dir == whole[1].work_dir
 
 
 def test_percent():
