@@ -24,6 +24,7 @@ import platform
 import re
 import sys
 import time
+from typing import Optional
 
 import mmdopq  # noqa: F401  (version checks, checkpoint compat)
 from mmdopq.adapters import RECIPES, QuantRecipe, use_recipe
@@ -309,6 +310,53 @@ def build_runner(args) -> tuple:
     check_same_recipe(loaded['ckpt'], recipe, args.checkpoint)
     was_quantized = load_into(model, loaded['state_dict'], args.checkpoint)
     return cfg, recipe, runner, model, loaded, was_quantized
+
+
+def build_analysis_runner(
+    config: str,
+    checkpoint: str,
+    work_dir: str,
+    recipe: Optional[str] = None,
+    bits: Optional[str] = None,
+    cfg_options: Optional[dict] = None,
+) -> tuple:
+    """:func:`build_runner` for the analysis tools, which study a saved quantized checkpoint.
+
+    Args:
+        config: The mmdopq config the checkpoint was quantized with.
+        checkpoint: A ``quantized.pth`` written by this tool.
+        work_dir: Work dir of the runner.
+        recipe: The ``--recipe`` the checkpoint was quantized with (default: the config's).
+        bits: The ``--bits`` it was quantized with.
+        cfg_options: Config overrides (e.g. a held-out test split).
+
+    Returns:
+        tuple: As :func:`build_runner`.
+
+    Raises:
+        ValueError: The recipe is ``float`` or the checkpoint holds no quantizer state (the
+            analysis tools never calibrate).
+    """
+    args = argparse.Namespace(
+        config=config,
+        checkpoint=checkpoint,
+        recipe=recipe,
+        bits=bits,
+        seed=None,
+        cfg_options=cfg_options,
+        launcher='none',
+        work_dir=work_dir,
+        out=None,
+    )
+    built = build_runner(args)
+    if built[1].is_float:
+        raise ValueError(f'{config}: the float recipe has no quantizers to study')
+    if not built[5]:
+        raise ValueError(
+            f'{checkpoint} is a float checkpoint; quantize it first with tools/quantize.py '
+            '(this tool studies the saved quantization parameters, it does not calibrate)'
+        )
+    return built
 
 
 def main(argv=None) -> dict:

@@ -196,25 +196,9 @@ def main(argv=None) -> dict:
     work_dir = args.work_dir or osp.join(
         'work_dirs', osp.splitext(osp.basename(args.config))[0], 'sensitivity'
     )
-    qargs = argparse.Namespace(
-        config=args.config,
-        checkpoint=args.checkpoint,
-        recipe=args.recipe,
-        bits=args.bits,
-        seed=None,
-        cfg_options=args.cfg_options,
-        launcher='none',
-        work_dir=work_dir,
-        out=None,
+    cfg, recipe, runner, model, loaded, _ = quantize.build_analysis_runner(
+        args.config, args.checkpoint, work_dir, args.recipe, args.bits, args.cfg_options
     )
-    cfg, recipe, runner, model, loaded, was_quantized = quantize.build_runner(qargs)
-    if recipe.is_float:
-        raise ValueError(f'{args.config}: the float recipe has no quantizers to study')
-    if not was_quantized:
-        raise ValueError(
-            f'{args.checkpoint} is a float checkpoint; quantize it first with tools/quantize.py '
-            '(this tool studies the saved quantization parameters, it does not calibrate)'
-        )
     quantizers = {
         n: m for n, m in model.named_modules() if isinstance(m, BaseQuantizer) and m.enabled
     }
