@@ -24,7 +24,6 @@ import platform
 import re
 import sys
 import time
-from typing import Optional
 
 import mmdopq  # noqa: F401  (version checks, checkpoint compat)
 from mmdopq.adapters import RECIPES, QuantRecipe, use_recipe
@@ -312,23 +311,41 @@ def build_runner(args) -> tuple:
     return cfg, recipe, runner, model, loaded, was_quantized
 
 
-def build_analysis_runner(
-    config: str,
-    checkpoint: str,
-    work_dir: str,
-    recipe: Optional[str] = None,
-    bits: Optional[str] = None,
-    cfg_options: Optional[dict] = None,
-) -> tuple:
+def analysis_parser(description: str, outputs: str) -> argparse.ArgumentParser:
+    """The arguments every analysis tool of a saved quantized checkpoint takes.
+
+    ``config``, ``checkpoint``, ``--work-dir``, ``--recipe``, ``--bits`` and
+    ``--cfg-options``, as :func:`build_analysis_runner` reads them; the tool adds its own.
+
+    Args:
+        description: The tool's description.
+        outputs: What the tool writes into its work dir (for the help text).
+    """
+    from mmengine.config import DictAction
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('config', help='the mmdopq config the checkpoint was quantized with')
+    parser.add_argument('checkpoint', help='quantized checkpoint (quantized.pth of quantize.py)')
+    parser.add_argument('--work-dir', help=f'where {outputs} and logs go')
+    parser.add_argument(
+        '--recipe', help='the --recipe the checkpoint was quantized with (as for quantize.py)'
+    )
+    parser.add_argument('--bits', help='the --bits the checkpoint was quantized with, e.g. w6a6')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction, help='override config keys, xxx=yyy format'
+    )
+    return parser
+
+
+def build_analysis_runner(tool_args: argparse.Namespace, tool: str) -> tuple:
     """:func:`build_runner` for the analysis tools, which study a saved quantized checkpoint.
 
     Args:
-        config: The mmdopq config the checkpoint was quantized with.
-        checkpoint: A ``quantized.pth`` written by this tool.
-        work_dir: Work dir of the runner.
-        recipe: The ``--recipe`` the checkpoint was quantized with (default: the config's).
-        bits: The ``--bits`` it was quantized with.
-        cfg_options: Config overrides (e.g. a held-out test split).
+        tool_args: The tool's parsed arguments: ``config`` (the mmdopq config the checkpoint
+            was quantized with), ``checkpoint`` (a ``quantized.pth`` of this tool),
+            ``work_dir`` (default ``work_dirs/<config name>/<tool>``), ``recipe`` and ``bits``
+            (as it was quantized with) and ``cfg_options`` (e.g. a held-out test split).
+        tool: Name of the calling tool (default work dir).
 
     Returns:
         tuple: As :func:`build_runner`.
@@ -337,13 +354,17 @@ def build_analysis_runner(
         ValueError: The recipe is ``float`` or the checkpoint holds no quantizer state (the
             analysis tools never calibrate).
     """
+    config, checkpoint = tool_args.config, tool_args.checkpoint
+    work_dir = tool_args.work_dir or osp.join(
+        'work_dirs', osp.splitext(osp.basename(config))[0], tool
+    )
     args = argparse.Namespace(
         config=config,
         checkpoint=checkpoint,
-        recipe=recipe,
-        bits=bits,
+        recipe=tool_args.recipe,
+        bits=tool_args.bits,
         seed=None,
-        cfg_options=cfg_options,
+        cfg_options=tool_args.cfg_options,
         launcher='none',
         work_dir=work_dir,
         out=None,
@@ -357,6 +378,22 @@ def build_analysis_runner(
             '(this tool studies the saved quantization parameters, it does not calibrate)'
         )
     return built
+
+
+def analysis_record(config: str, checkpoint: str, recipe: QuantRecipe, loaded: dict) -> dict:
+    """What an analysis record says about the checkpoint it studied (recipe, calibration)."""
+    ckpt = loaded['ckpt']
+    meta = (ckpt.get('meta') or {}) if isinstance(ckpt, dict) else {}
+    calib = meta.get('calibration') or {}
+    return dict(
+        config=config,
+        checkpoint=checkpoint,
+        recipe=recipe.recipe,
+        bits=recipe.bits_tag,
+        quant=recipe.to_dict(),
+        calibration_seed=calib.get('seed'),
+        calibration_ids=calib.get('calib_ids'),
+    )
 
 
 def main(argv=None) -> dict:

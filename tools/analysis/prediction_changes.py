@@ -17,7 +17,6 @@ probabilities centred per image, so the softmax's free constant does not count).
 
 from __future__ import annotations
 
-import argparse
 import math
 import os.path as osp
 import sys
@@ -36,25 +35,16 @@ DEFAULT_MARGINS = (0.05, 0.1, 0.2, 0.3)
 
 
 def parse_args(argv=None):
-    from mmengine.config import DictAction
-
-    parser = argparse.ArgumentParser(
-        description='mmdopq: float vs quantized predictions of a classifier, image by image'
+    parser = quantize.analysis_parser(
+        'mmdopq: float vs quantized predictions of a classifier, image by image',
+        'prediction_changes.{json,md}',
     )
-    parser.add_argument('config', help='the mmdopq config the checkpoint was quantized with')
-    parser.add_argument('checkpoint', help='quantized checkpoint (quantized.pth of quantize.py)')
-    parser.add_argument('--work-dir', help='where prediction_changes.{json,md} and logs go')
-    parser.add_argument('--recipe', help='the --recipe the checkpoint was quantized with')
-    parser.add_argument('--bits', help='the --bits the checkpoint was quantized with')
     parser.add_argument(
         '--margins',
         nargs='+',
         type=float,
         default=list(DEFAULT_MARGINS),
         help='float top-1 margin thresholds to count images below',
-    )
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction, help='override config keys, xxx=yyy format'
     )
     return parser.parse_args(argv)
 
@@ -146,11 +136,8 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     from mmdopq.quantizers import BaseQuantizer
 
-    work_dir = args.work_dir or osp.join(
-        'work_dirs', osp.splitext(osp.basename(args.config))[0], 'prediction_changes'
-    )
     cfg, recipe, runner, model, loaded, _ = quantize.build_analysis_runner(
-        args.config, args.checkpoint, work_dir, args.recipe, args.bits, args.cfg_options
+        args, 'prediction_changes'
     )
     quantizers = [m for m in model.modules() if isinstance(m, BaseQuantizer) and m.enabled]
     scores: list[Tensor] = []
@@ -189,16 +176,8 @@ def main(argv=None) -> dict:
     result = compare_predictions(
         torch.stack(scores), quant_scores, torch.tensor(labels), args.margins
     )
-    meta = (loaded['ckpt'].get('meta') or {}) if isinstance(loaded['ckpt'], dict) else {}
-    calib = meta.get('calibration') or {}
     record = dict(
-        config=args.config,
-        checkpoint=args.checkpoint,
-        recipe=recipe.recipe,
-        bits=recipe.bits_tag,
-        quant=recipe.to_dict(),
-        calibration_seed=calib.get('seed'),
-        calibration_ids=calib.get('calib_ids'),
+        **quantize.analysis_record(args.config, args.checkpoint, recipe, loaded),
         result=result,
         versions=quantize.versions(),
         argv=sys.argv if argv is None else list(argv),

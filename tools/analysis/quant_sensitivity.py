@@ -26,7 +26,6 @@ the split you report.
 
 from __future__ import annotations
 
-import argparse
 import os.path as osp
 import re
 import sys
@@ -43,18 +42,10 @@ GROUPINGS = ('role', 'component')
 
 
 def parse_args(argv=None):
-    from mmengine.config import DictAction
-
-    parser = argparse.ArgumentParser(
-        description='mmdopq: per-group quantization sensitivity of a quantized model'
+    parser = quantize.analysis_parser(
+        'mmdopq: per-group quantization sensitivity of a quantized model',
+        'sensitivity.{json,md}',
     )
-    parser.add_argument('config', help='the mmdopq config the checkpoint was quantized with')
-    parser.add_argument('checkpoint', help='quantized checkpoint (quantized.pth of quantize.py)')
-    parser.add_argument('--work-dir', help='where sensitivity.{json,md} and logs go')
-    parser.add_argument(
-        '--recipe', help='the --recipe the checkpoint was quantized with (as for quantize.py)'
-    )
-    parser.add_argument('--bits', help='the --bits the checkpoint was quantized with, e.g. w6a6')
     parser.add_argument(
         '--kind',
         choices=KINDS,
@@ -76,9 +67,6 @@ def parse_args(argv=None):
         help='split the roles matching REGEX into single quantizers',
     )
     parser.add_argument('--metric', help='metric key to report (default: the first one)')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction, help='override config keys, xxx=yyy format'
-    )
     return parser.parse_args(argv)
 
 
@@ -193,12 +181,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     from mmdopq.quantizers import BaseQuantizer
 
-    work_dir = args.work_dir or osp.join(
-        'work_dirs', osp.splitext(osp.basename(args.config))[0], 'sensitivity'
-    )
-    cfg, recipe, runner, model, loaded, _ = quantize.build_analysis_runner(
-        args.config, args.checkpoint, work_dir, args.recipe, args.bits, args.cfg_options
-    )
+    cfg, recipe, runner, model, loaded, _ = quantize.build_analysis_runner(args, 'sensitivity')
     quantizers = {
         n: m for n, m in model.named_modules() if isinstance(m, BaseQuantizer) and m.enabled
     }
@@ -252,16 +235,8 @@ def main(argv=None) -> dict:
             )
         )
     rows.sort(key=lambda r: -r['recovered'])
-    meta = (loaded['ckpt'].get('meta') or {}) if isinstance(loaded['ckpt'], dict) else {}
-    calib = meta.get('calibration') or {}
     record = dict(
-        config=args.config,
-        checkpoint=args.checkpoint,
-        recipe=recipe.recipe,
-        bits=recipe.bits_tag,
-        quant=recipe.to_dict(),
-        calibration_seed=calib.get('seed'),
-        calibration_ids=calib.get('calib_ids'),
+        **quantize.analysis_record(args.config, args.checkpoint, recipe, loaded),
         kind=args.kind,
         by=args.by,
         expand=args.expand,
