@@ -24,6 +24,7 @@ import platform
 import re
 import sys
 import time
+from typing import Optional
 
 import mmdopq  # noqa: F401  (version checks, checkpoint compat)
 from mmdopq.adapters import RECIPES, QuantRecipe, use_recipe
@@ -369,19 +370,25 @@ def build_analysis_runner(tool_args: argparse.Namespace, tool: str) -> tuple:
         work_dir=work_dir,
         out=None,
     )
-    built = build_runner(args)
-    if built[1].is_float:
+    cfg, recipe, runner, model, loaded, was_quantized = build_runner(args)
+    if recipe.is_float:
         raise ValueError(f'{config}: the float recipe has no quantizers to study')
-    if not built[5]:
+    if not was_quantized:
         raise ValueError(
             f'{checkpoint} is a float checkpoint; quantize it first with tools/quantize.py '
             '(this tool studies the saved quantization parameters, it does not calibrate)'
         )
-    return built
+    return cfg, recipe, runner, model, loaded, was_quantized
 
 
-def analysis_record(config: str, checkpoint: str, recipe: QuantRecipe, loaded: dict) -> dict:
-    """What an analysis record says about the checkpoint it studied (recipe, calibration)."""
+def analysis_record(
+    config: str, checkpoint: str, recipe: QuantRecipe, loaded: dict, argv: Optional[list]
+) -> dict:
+    """What an analysis record says about the checkpoint it studied and the run itself.
+
+    Recipe, calibration seed and ids (from the checkpoint's meta), package versions and the
+    tool's arguments (``argv``; ``None``: ``sys.argv``).
+    """
     ckpt = loaded['ckpt']
     meta = (ckpt.get('meta') or {}) if isinstance(ckpt, dict) else {}
     calib = meta.get('calibration') or {}
@@ -393,6 +400,8 @@ def analysis_record(config: str, checkpoint: str, recipe: QuantRecipe, loaded: d
         quant=recipe.to_dict(),
         calibration_seed=calib.get('seed'),
         calibration_ids=calib.get('calib_ids'),
+        versions=versions(),
+        argv=sys.argv if argv is None else list(argv),
     )
 
 

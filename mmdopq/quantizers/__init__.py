@@ -1,6 +1,6 @@
 """Pure-torch quantizers (no mm* imports)."""
 
-from .base_quantizer import VALID_BITS, BaseQuantizer, check_bits, mse
+from .base_quantizer import VALID_BITS, BaseQuantizer, check_bits, mse, quantizers_off
 from .log_sqrt2_quantizer import LogSqrt2Quantizer
 from .sample_collector import SampleCollector
 from .tan_quantizer import TanQuantizer
@@ -11,6 +11,7 @@ __all__ = [
     'BaseQuantizer',
     'check_bits',
     'mse',
+    'quantizers_off',
     'LogSqrt2Quantizer',
     'SampleCollector',
     'TanQuantizer',

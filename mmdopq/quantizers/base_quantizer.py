@@ -19,6 +19,8 @@ calibration sample that holds NaN or Inf.
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Callable, Optional
 
 import torch
@@ -199,3 +201,20 @@ class BaseQuantizer(nn.Module, metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def levels(self) -> Tensor:
         """The representable values (per-tensor quantizers), sorted ascending."""
+
+
+@contextmanager
+def quantizers_off(quantizers: Iterable[BaseQuantizer]) -> Iterator[None]:
+    """Switch ``quantizers`` off (``q(x)`` is ``x``) inside the block, then back on.
+
+    Only quantizers that were enabled are switched, and they are re-enabled even if the
+    block raises (analysis tools evaluate a model with groups of quantizers off).
+    """
+    switched = [q for q in quantizers if q.enabled]
+    for q in switched:
+        q.enabled = False
+    try:
+        yield
+    finally:
+        for q in switched:
+            q.enabled = True

@@ -370,3 +370,21 @@ def test_floor_zero_point_levels_stay_in_range_and_error_within_a_step(bits, spr
     assert float(levels.min()) >= float(x.min()) - 1e-4 * s - slack  # nothing below the range
     assert float(levels.max()) >= float(x.max()) - 1e-4 * s - slack  # the top is covered
     assert (q(x) - x).abs().max() <= s * (1 + 1e-4) + slack  # clamping costs under a step
+
+
+def test_quantizers_off_switches_the_enabled_ones_back_on_even_after_an_error():
+    from mmdopq.quantizers import quantizers_off
+
+    x = torch.linspace(-1, 1, 101)
+    on, off = UniformQuantizer(4), UniformQuantizer(4)
+    for q in (on, off):
+        q.calibrate(x)
+    off.enabled = False
+    with quantizers_off([on, off]):
+        assert not on.enabled and not off.enabled
+        assert torch.equal(on(x), x)
+    assert on.enabled and not off.enabled  # only what it switched off comes back
+    with pytest.raises(RuntimeError, match='boom'):
+        with quantizers_off(iter([on])):  # any iterable, consumed once
+            raise RuntimeError('boom')
+    assert on.enabled and not torch.equal(on(x), x)

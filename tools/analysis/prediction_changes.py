@@ -134,12 +134,12 @@ def markdown(record: dict) -> str:
 def main(argv=None) -> dict:
     """Run the analysis; returns the record also written to ``prediction_changes.json``."""
     args = parse_args(argv)
-    from mmdopq.quantizers import BaseQuantizer
+    from mmdopq.quantizers import BaseQuantizer, quantizers_off
 
     cfg, recipe, runner, model, loaded, _ = quantize.build_analysis_runner(
         args, 'prediction_changes'
     )
-    quantizers = [m for m in model.modules() if isinstance(m, BaseQuantizer) and m.enabled]
+    quantizers = [m for m in model.modules() if isinstance(m, BaseQuantizer)]
     scores: list[Tensor] = []
     labels: list[int] = []
     test_step = model.test_step
@@ -162,13 +162,8 @@ def main(argv=None) -> dict:
         quant_scores, quant_labels = torch.stack(scores), list(labels)
         scores.clear()
         labels.clear()
-        for q in quantizers:
-            q.enabled = False
-        try:
+        with quantizers_off(quantizers):
             runner.test()
-        finally:
-            for q in quantizers:
-                q.enabled = True
     finally:
         del model.test_step
     if labels != quant_labels:
@@ -177,14 +172,13 @@ def main(argv=None) -> dict:
         torch.stack(scores), quant_scores, torch.tensor(labels), args.margins
     )
     record = dict(
-        **quantize.analysis_record(args.config, args.checkpoint, recipe, loaded),
+        **quantize.analysis_record(args.config, args.checkpoint, recipe, loaded, argv),
         result=result,
-        versions=quantize.versions(),
-        argv=sys.argv if argv is None else list(argv),
     )
+    text = markdown(record)
     dump_json_atomic(record, osp.join(cfg.work_dir, 'prediction_changes.json'))
-    write_text_atomic(osp.join(cfg.work_dir, 'prediction_changes.md'), markdown(record))
-    runner.logger.info(markdown(record))
+    write_text_atomic(osp.join(cfg.work_dir, 'prediction_changes.md'), text)
+    runner.logger.info(text)
     return record
 
 

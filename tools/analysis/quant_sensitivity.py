@@ -179,7 +179,7 @@ def markdown(record: dict) -> str:
 def main(argv=None) -> dict:
     """Run the analysis; returns the record also written to ``sensitivity.json``."""
     args = parse_args(argv)
-    from mmdopq.quantizers import BaseQuantizer
+    from mmdopq.quantizers import BaseQuantizer, quantizers_off
 
     cfg, recipe, runner, model, loaded, _ = quantize.build_analysis_runner(args, 'sensitivity')
     quantizers = {
@@ -194,13 +194,8 @@ def main(argv=None) -> dict:
     logger = runner.logger
 
     def evaluate(off: list[str]) -> dict:
-        for n in off:
-            quantizers[n].enabled = False
-        try:
+        with quantizers_off(quantizers[n] for n in off):
             return runner.test()
-        finally:
-            for n in off:
-                quantizers[n].enabled = True
 
     total = len(groups) + 2
     t = time.perf_counter()
@@ -236,7 +231,7 @@ def main(argv=None) -> dict:
         )
     rows.sort(key=lambda r: -r['recovered'])
     record = dict(
-        **quantize.analysis_record(args.config, args.checkpoint, recipe, loaded),
+        **quantize.analysis_record(args.config, args.checkpoint, recipe, loaded, argv),
         kind=args.kind,
         by=args.by,
         expand=args.expand,
@@ -245,8 +240,6 @@ def main(argv=None) -> dict:
         quantized=quantized,
         all_off=all_off,
         groups=rows,
-        versions=quantize.versions(),
-        argv=sys.argv if argv is None else list(argv),
     )
     dump_json_atomic(record, osp.join(cfg.work_dir, 'sensitivity.json'))
     write_text_atomic(osp.join(cfg.work_dir, 'sensitivity.md'), markdown(record))
