@@ -8,6 +8,7 @@ dir, so an interrupted benchmark resumes::
 
     python benchmarks/bench_recipes.py                       # everything (hours on a CPU)
     python benchmarks/bench_recipes.py --models vit-ref --bits w4a4 --seeds 0 1 2
+    python benchmarks/bench_recipes.py --models swin-ref --merge   # replace one model's rows
 
 ``--split tune`` evaluates on each model's held-out tuning split instead (same generator, another
 seed, never trained on and never reported; :func:`mmdopq.apis.reference.ensure_tune_split`) and
@@ -53,6 +54,12 @@ def parse_args(argv=None):
         help='val (reported) or tune (the held-out tuning split, for investigations)',
     )
     parser.add_argument('--threads', type=int, default=2, help='torch threads per run')
+    parser.add_argument(
+        '--merge',
+        action='store_true',
+        help='keep the rows of other models already in the output results.json (each keeps '
+        'its own sweep date, command, machine and versions); this sweep replaces its models',
+    )
     parser.add_argument(
         '--work-dir',
         help='per-run outputs (default: work_dirs/bench_recipes, or work_dirs/bench_recipes_tune)',
@@ -102,6 +109,7 @@ def main(argv=None) -> dict:
         command=' '.join(['python', *sys.argv]) if argv is None else ' '.join(argv),
         threads=args.threads,
         echo=lambda m: print(m, flush=True),
+        merge=args.merge,
     )
     print(f'wrote {out["json"]} and {out["md"]}')
     return out

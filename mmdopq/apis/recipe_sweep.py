@@ -401,6 +401,12 @@ def render_markdown(records: Sequence[dict], header: dict, title: str) -> str:
     if v:
         keys = ('torch', 'mmcv', 'mmengine', 'mmdet', 'timm', 'mmdopq')
         lines.append('- versions: ' + ', '.join(f'{k} {v[k]}' for k in keys if k in v))
+    for e in header.get('earlier', []):
+        em = e.get('machine') or {}
+        lines.append(
+            f'- rows of {", ".join(e["models"])}: kept from an earlier sweep ({e.get("date")}, '
+            f'`{e.get("command")}`, {e.get("threads")} thread(s), {em.get("cpu")})'
+        )
     lines.append(
         '- metric: mean over calibration seeds, +- sample standard deviation (n = seeds); '
         'drop = mean - float; times in seconds (calibration, then evaluation of the val '
@@ -471,6 +477,61 @@ def render_markdown(records: Sequence[dict], header: dict, title: str) -> str:
     return '\n'.join(lines)
 
 
+def merge_earlier(
+    records: Sequence[dict], runs: Sequence[dict], header: dict, earlier_path: str
+) -> tuple[list[dict], list[dict], dict]:
+    """Keep the other models' rows of an earlier ``results.json``; this sweep replaces its own.
+
+    Re-running one reference model (a new checkpoint, say) must not drop the other models'
+    rows, which can take hours to reproduce. The kept rows keep their own per-seed runs and
+    their sweep's date, command, machine, versions and thread count, under ``header['earlier']``
+    (one entry per earlier sweep), so a merged file never presents them as part of this run.
+
+    Args:
+        records: This sweep's summary records.
+        runs: This sweep's per-seed runs.
+        header: This sweep's header (date, command, machine, versions, threads, title).
+        earlier_path: The ``results.json`` to merge with.
+
+    Returns:
+        tuple: Records (the earlier file's model order, new models last), runs and the header.
+
+    Raises:
+        ValueError: The earlier file is not a sweep result, or was made for another title
+            (e.g. the tuning split instead of val).
+    """
+    with open(earlier_path) as f:
+        old = json.load(f)
+    if not isinstance(old, dict) or not isinstance(old.get('records'), list):
+        raise ValueError(f'{earlier_path}: not a recipe-sweep results.json (no records list)')
+    if old.get('title') != header.get('title'):
+        raise ValueError(
+            f'{earlier_path}: made for {old.get("title")!r}, this sweep is '
+            f'{header.get("title")!r}; refusing to merge their rows'
+        )
+    now = {r['model'] for r in records}
+    kept = [r for r in old['records'] if r.get('model') not in now]
+    kept_models = list(dict.fromkeys(r['model'] for r in kept))
+    order = list(
+        dict.fromkeys([r.get('model') for r in old['records']] + [r['model'] for r in records])
+    )
+    by_model: dict = {}
+    for r in [*kept, *records]:
+        by_model.setdefault(r['model'], []).append(r)
+    merged = [r for m in order for r in by_model.get(m, [])]
+    merged_runs = [r for r in old.get('runs', []) if r.get('model') in kept_models] + list(runs)
+    earlier = []
+    for entry in old.get('earlier', []):  # rows the earlier file itself had merged in
+        models = [m for m in entry['models'] if m in kept_models]
+        if models:
+            earlier.append(dict(entry, models=models))
+    own = [m for m in kept_models if not any(m in e['models'] for e in earlier)]
+    if own:
+        keys = ('date', 'command', 'machine', 'versions', 'threads')
+        earlier.append(dict(models=own, **{k: old.get(k) for k in keys}))
+    return merged, merged_runs, dict(header, earlier=earlier)
+
+
 def write_results(
     records: Sequence[dict], runs: Sequence[dict], out_dir: str, header: dict, title: str
 ) -> tuple[str, str]:
@@ -538,8 +599,12 @@ def run_sweep(
     echo: Optional[Callable[[str], None]] = print,
     plots: bool = True,
     plot_bits: int = 4,
+    merge: bool = False,
 ) -> dict:
     """Run every spec (reusing finished runs), then write results and plots to ``out_dir``.
+
+    With ``merge``, the rows of other models already in ``out_dir/results.json`` are kept
+    (see :func:`merge_earlier`); without it the file holds this sweep only.
 
     Returns:
         dict: ``records`` (the summary), ``runs`` (per seed), ``json``, ``md``, ``plots``.
@@ -568,6 +633,9 @@ def run_sweep(
         threads=threads,
         wall_s=time.perf_counter() - t0,
     )
+    earlier_path = osp.join(out_dir, 'results.json')
+    if merge and osp.exists(earlier_path):
+        records, runs, header = merge_earlier(records, runs, header, earlier_path)
     json_path, md_path = write_results(records, runs, out_dir, header, title)
     made = make_plots(specs, runs, records, out_dir, plot_bits, cwd, echo) if plots else {}
     return dict(records=records, runs=runs, json=json_path, md=md_path, plots=made)

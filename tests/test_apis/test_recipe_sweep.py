@@ -12,6 +12,7 @@ from mmdopq.apis.recipe_sweep import (
     RunSpec,
     build_specs,
     compare_recipes,
+    merge_earlier,
     percent,
     render_markdown,
     summarize,
@@ -200,6 +201,59 @@ def test_write_results_and_plots(tmp_path):
     with pytest.raises(ValueError, match='no LayerNorm'):
         plot_mosf_scales({'a': dict(scale=1.0)}, str(tmp_path / 'bad.png'))
     assert not osp.exists(tmp_path / 'bad.png')
+
+
+def test_merge_keeps_other_models_rows_with_their_own_provenance(tmp_path):
+    other = get_reference_model('vit-ref')
+
+    def vit(recipe, seed, top1):
+        return dict(
+            _run(recipe, 'w4a4' if recipe != 'float' else 'float', seed, top1, top1),
+            model=other.name,
+            metric_name=other.metric_name,
+            metrics={other.metric_name: top1},
+        )
+
+    def header(date, command, cpu):
+        return dict(
+            title='T', date=date, command=command, threads=1,
+            machine=dict(cpu=cpu, cores=2, system='Linux'), versions=dict(torch='2'),
+        )  # fmt: skip
+
+    first_runs = [_run('float', 'float', 0, 50.0, 45.0), _run('repq', 'w4a4', 0, 40.0, 35.0)]
+    first_runs += [vit('float', 0, 80.0), vit('repq', 0, 70.0)]
+    write_results(summarize(first_runs), first_runs, str(tmp_path), header('d1', 'c1', 'A'), 'T')
+    path = str(tmp_path / 'results.json')
+    # re-run the Mask R-CNN only: the ViT rows and their provenance survive, in place
+    new_runs = [_run('float', 'float', 0, 51.0, 46.0), _run('repq', 'w4a4', 0, 44.0, 39.0)]
+    recs, runs, head = merge_earlier(summarize(new_runs), new_runs, header('d2', 'c2', 'B'), path)
+    assert [(r['model'], r['metric']) for r in recs] == [
+        (MODEL.name, 51.0), (MODEL.name, 44.0), (other.name, 80.0), (other.name, 70.0)
+    ]  # fmt: skip
+    assert sorted(r['metric'] for r in runs) == [44.0, 51.0, 70.0, 80.0]
+    assert head['date'] == 'd2' and head['earlier'] == [
+        dict(models=[other.name], date='d1', command='c1', threads=1,
+             machine=dict(cpu='A', cores=2, system='Linux'), versions=dict(torch='2'))
+    ]  # fmt: skip
+    write_results(recs, runs, str(tmp_path), head, 'T')
+    md = open(tmp_path / 'results.md').read()
+    assert f'- rows of {other.name}: kept from an earlier sweep (d1, `c1`, 1 thread(s), A)' in md
+    # a second merge keeps the ViT's original provenance, not the intermediate file's
+    again = [_run('float', 'float', 0, 52.0, 47.0)]
+    _, _, head3 = merge_earlier(summarize(again), again, header('d3', 'c3', 'C'), path)
+    assert [(e['models'], e['date']) for e in head3['earlier']] == [([other.name], 'd1')]
+    # re-running every model leaves nothing earlier
+    recs4, _, head4 = merge_earlier(
+        summarize(first_runs), first_runs, header('d4', 'c4', 'D'), path
+    )
+    assert head4['earlier'] == [] and len(recs4) == 4
+    # results of another title (the tuning split) or not a sweep file are refused by name
+    with pytest.raises(ValueError, match="results.json: made for 'T'"):
+        merge_earlier(recs, runs, dict(header('d', 'c', 'X'), title='tune'), path)
+    bad = tmp_path / 'bad.json'
+    bad.write_text('[1, 2]')
+    with pytest.raises(ValueError, match='bad.json: not a recipe-sweep'):
+        merge_earlier(recs, runs, header('d', 'c', 'X'), str(bad))
 
 
 def test_reference_registry_paths():
