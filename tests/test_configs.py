@@ -272,3 +272,33 @@ def test_reference_vit_stage2_trains_the_same_model_from_stage1():
     assert stage2.load_from == 'work_dirs/ref_vit/stage1_fp16.pth' and base.get('load_from') is None
     assert stage2.param_scheduler[-1].end == stage2.train_cfg.max_epochs
     assert stage2.randomness.seed != base.randomness.seed
+
+
+def test_reference_swin_classifier_stages_and_data():
+    """Stages 1-2 train on the easy preset, stage 3 (the reference config) fine-tunes stage 2's
+    published weights on the faint preset; the quantized config evaluates and calibrates on the
+    faint data (the test split's own generator, its train split)."""
+    ref = osp.join(REPO, 'configs', 'reference', 'swin-ref-p4-w7_synthetic-cls')
+    stages = [Config.fromfile(ref + s) for s in ('_stage1.py', '_stage2.py', '.py')]
+    quant = Config.fromfile(
+        osp.join(REPO, 'configs', 'reference', 'dopq_w4a4_swin-ref-p4-w7_synthetic-cls.py')
+    )
+    for cfg in stages:
+        assert cfg.model.to_dict() == stages[-1].model.to_dict()
+        assert cfg.param_scheduler[-1].end == cfg.train_cfg.max_epochs
+        for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+            assert loader.dataset.data_root == cfg.synthetic_data.out_dir
+    assert [cfg.synthetic_data.difficulty for cfg in stages] == ['easy', 'easy', 'faint']
+    assert stages[0].load_from == 'work_dirs/ref_swin_ft/init.pth'
+    assert (
+        stages[1].load_from == f'work_dirs/ref_swin_ft/epoch_{stages[0].train_cfg.max_epochs}.pth'
+    )
+    assert stages[2].load_from == 'work_dirs/ref_swin_ft_s2/stage2_fp16.pth'
+    assert len({cfg.randomness.seed for cfg in stages}) == 3
+    root = stages[2].synthetic_data.out_dir
+    assert quant.synthetic_data.to_dict() == stages[2].synthetic_data.to_dict()
+    assert quant.test_dataloader.dataset.data_root == root
+    calib = quant.custom_hooks[0]
+    assert calib.type == 'mmdopq.QuantCalibrationHook' and calib.num_images == 32
+    assert calib.dataloader.dataset.data_root == root
+    assert calib.dataloader.dataset.data_prefix == 'train'

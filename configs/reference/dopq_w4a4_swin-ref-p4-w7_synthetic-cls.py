@@ -16,3 +16,13 @@ model = dict(
 # the float config's load_from is its training initialisation (the detector backbone); the
 # checkpoint to quantize is given to tools/quantize.py
 load_from = None
+# calibration draws from the train split of the model's own ('faint') data
+custom_hooks = [
+    dict(
+        _base_.custom_hooks[0],
+        dataloader=dict(
+            batch_size=8,
+            dataset=dict(_base_.custom_hooks[0].dataloader.dataset, data_root=_base_.data_root),
+        ),
+    )
+]

@@ -1,9 +1,11 @@
-# Stage 2 of the reference Swin classifier: a second warmup + cosine cycle from stage 1's last
-# checkpoint (work_dirs/ref_swin_ft/epoch_30.pth: the detector-initialised fine-tuning of the
-# base config). This stage's epoch_40.pth is published as the committed reference checkpoint.
+# Stage 2 of the reference Swin classifier: a second warmup + cosine cycle on the 'easy' preset
+# from stage 1's last checkpoint (work_dirs/ref_swin_ft/epoch_30.pth: the detector-initialised
+# fine-tuning of swin-ref-p4-w7_synthetic-cls_stage1.py). This stage's epoch_40.pth, published
+# (fp16) as work_dirs/ref_swin_ft_s2/stage2_fp16.pth, is where stage 3 (the reference config,
+# on the 'faint' preset) starts.
 # CPU sessions are short, so the reference models are trained in stages; each stage's command
 # and result are in configs/reference/README.md.
-_base_ = ['./swin-ref-p4-w7_synthetic-cls.py']
+_base_ = ['./swin-ref-p4-w7_synthetic-cls_stage1.py']
 
 load_from = 'work_dirs/ref_swin_ft/epoch_30.pth'
 

@@ -109,6 +109,28 @@ PRESETS: dict[str, dict[str, Any]] = {
         max_noise_sigma=3.0,
         place_tries=10,
     ),
+    # 'medium' with half of the shapes camouflaged (their colour within +-30 per channel of
+    # the local background): faint outlines beside the clutter's strong edges (probe for a
+    # detector that 4-bit activations cost more; see the model card).
+    'faint': dict(
+        instances=(2, 7),
+        min_size_px=16.0,
+        max_size_frac=0.4,
+        min_visible_px=30,
+        textures=dict(solid=0.5, stripes=0.15, checker=0.1, noise=0.05, gradient=0.2),
+        background=dict(gradient=0.35, smooth_noise=0.2, stripes=0.1, checker=0.05, plain=0.3),
+        bg_contrast=40.0,
+        camouflage_prob=0.5,
+        lines=(1, 6),
+        arcs=(0, 3),
+        ellipses=(0, 2),
+        blobs=(0, 1),
+        occluders=(0, 1),
+        blur_prob=0.4,
+        max_blur_sigma=0.6,
+        max_noise_sigma=3.0,
+        place_tries=10,
+    ),
     'hard': dict(
         instances=(3, 12),
         min_size_px=12.0,
@@ -753,8 +775,9 @@ def generate_coco_shapes(
             are ``1..K`` in this order.
         difficulty (str): ``'hard'`` (textures, clutter, camouflage, occluding distractors,
             blur and noise), ``'medium'`` (the reference models' data: the same kinds of
-            textures, clutter and occlusion, fewer and milder) or ``'easy'`` (a few plain
-            shapes on a plain background, for unit tests).
+            textures, clutter and occlusion, fewer and milder), ``'faint'`` (``'medium'``
+            with half of the shapes camouflaged) or ``'easy'`` (a few plain shapes on a plain
+            background, for unit tests).
         force (bool): Regenerate even if the annotation files exist with the same params.
 
     Returns:

@@ -102,6 +102,41 @@ def test_coco_prefix_property(tmp_path: Path) -> None:
         assert [a for a in coco_l['annotations'] if a['image_id'] <= n] == coco_s['annotations']
 
 
+def _instance_contrast(root: Path) -> np.ndarray:
+    """Colour distance between each train instance's mean and a 3-pixel ring around it."""
+    from pycocotools import mask as mask_utils
+
+    ann = _load(osp.join(root, 'annotations', 'instances_train.json'))
+    images = {i['id']: i for i in ann['images']}
+    out = []
+    for a in ann['annotations']:
+        info = images[a['image_id']]
+        img = cv2.imread(osp.join(root, 'train', info['file_name'])).astype(np.float64)
+        rles = mask_utils.frPyObjects(a['segmentation'], info['height'], info['width'])
+        inside = mask_utils.decode(mask_utils.merge(rles)).astype(bool)
+        ring = cv2.dilate(inside.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+        ring &= ~inside
+        if inside.sum() >= 20 and ring.sum() >= 20:
+            out.append(np.linalg.norm(img[inside].mean(0) - img[ring].mean(0)))
+    return np.array(out)
+
+
+def test_coco_faint_preset_camouflages_more_shapes(tmp_path: Path) -> None:
+    kwargs = dict(num_train=12, num_val=1, img_size=128, seed=2)
+    faint = generate_coco_shapes(str(tmp_path / 'f'), difficulty='faint', **kwargs)
+    generate_coco_shapes(str(tmp_path / 'g'), difficulty='faint', **kwargs)
+    generate_coco_shapes(str(tmp_path / 'm'), difficulty='medium', **kwargs)
+    assert _files(tmp_path / 'f') == _files(tmp_path / 'g')
+    assert (
+        faint['splits']['train']['sha256']
+        != _files(tmp_path / 'm')[osp.join('annotations', 'instances_train.json')]
+    )
+    low_faint = (_instance_contrast(tmp_path / 'f') < 40).mean()
+    low_medium = (_instance_contrast(tmp_path / 'm') < 40).mean()
+    # measured: 33 % vs 5 % of the instances within 40 colour levels of their surroundings
+    assert low_faint > 0.2 and low_faint > 3 * low_medium
+
+
 def test_coco_skip_force_and_stale(tmp_path: Path) -> None:
     root = str(tmp_path)
     first = generate_coco_shapes(root, 3, 1, img_size=64, seed=0, difficulty='easy')
@@ -251,6 +286,35 @@ def test_classification_image_folder(tmp_path: Path) -> None:
     assert not c['skipped']
     files_a, files_c = _files(tmp_path / 'a'), _files(tmp_path / 'c')
     assert all(files_c[rel] == h for rel, h in files_a.items() if rel.endswith('.png'))
+
+
+def test_classification_faint_preset_is_deterministic_and_fainter(tmp_path: Path) -> None:
+    from mmdopq.datasets.synthetic_classification import image_rng, render_classification_image
+
+    a = generate_shapes_classification(str(tmp_path / 'a'), 2, 1, img_size=32, difficulty='faint')
+    generate_shapes_classification(str(tmp_path / 'b'), 2, 1, img_size=32, difficulty='faint')
+    easy = generate_shapes_classification(str(tmp_path / 'e'), 2, 1, img_size=32, difficulty='easy')
+    files_a, files_e = _files(tmp_path / 'a'), _files(tmp_path / 'e')
+    assert files_a == _files(tmp_path / 'b')
+    pngs = [rel for rel in files_a if rel.endswith('.png')]
+    assert len(pngs) == 3 * len(CLS_CLASSES) and all(files_a[r] != files_e[r] for r in pngs)
+    assert a['params']['difficulty'] == 'faint' and easy['params']['difficulty'] == 'easy'
+
+    # The class texture is faint: over many stripe / checker targets on a plain background the
+    # spread of colours inside the image is far smaller than on the easy preset. Measured on
+    # the target's own pixels: render the same target twice, textured and solid, and compare.
+    def texture_energy(difficulty: str) -> float:
+        total = 0.0
+        for i in range(40):
+            kinds = {}
+            for kind in ('stripes', 'solid'):
+                rng = image_rng(7, 'train', 0, i)
+                kinds[kind] = render_classification_image(rng, 64, 'square', kind, difficulty)
+            diff = kinds['stripes'].astype(np.float64) - kinds['solid'].astype(np.float64)
+            total += float(np.abs(diff).mean())
+        return total / 40
+
+    assert texture_energy('faint') < 0.5 * texture_energy('easy')
 
 
 def test_classification_easy_preset(tmp_path: Path) -> None:

@@ -62,10 +62,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0, help='dataset seed')
     parser.add_argument(
         '--difficulty',
-        choices=('easy', 'medium', 'hard'),
+        choices=('easy', 'medium', 'hard', 'faint'),
         default='hard',
-        help='hard (default); coco: medium (the reference detectors) or easy; cls: easy '
-        '(the reference classifiers)',
+        help='hard (default); coco: medium (the reference detectors), faint (half of the '
+        'shapes camouflaged) or easy; cls: easy (the reference ViT) or faint (the reference '
+        'Swin classifier); medium is coco only',
     )
     parser.add_argument(
         '--min-instances',
