@@ -55,6 +55,20 @@ CLS_CLASSES = tuple(sorted(f'{s}_{t}' for s in CLS_SHAPES for t in CLS_TEXTURES)
 _SPLIT_CODES = {'train': 100, 'val': 101}
 _CLUTTER_SHAPES = dict(ring=1.0, cross=1.0, ellipse=1.5)
 
+# The 'easy' preset below, also the base of 'faint'.
+_EASY: dict[str, Any] = dict(
+    background=dict(plain=1, gradient=1),
+    bg_contrast=20.0,
+    distractors=(0, 1),
+    distractor_size=(0.06, 0.12),
+    distractor_textures=dict(solid=1),
+    lines=(0, 1),
+    target_size=(0.28, 0.4),
+    target_contrast=(110.0, 160.0),
+    lines_over=(0, 0),
+    finish=dict(max_blur_sigma=0.4, blur_prob=0.3, max_noise_sigma=3.0),
+)
+
 #: Difficulty presets. ``'hard'`` (the default, generator 1.0.0's only style): textured
 #: backgrounds, up to four distractors that reuse the class textures, lines over the target.
 #: ``'easy'``: the same 12 classes and outlines on plain or gradient backgrounds with at most
@@ -76,30 +90,8 @@ CLS_PRESETS: dict[str, dict[str, Any]] = {
         lines_over=(0, 2),
         finish=dict(max_blur_sigma=0.6, blur_prob=0.5, max_noise_sigma=5.0),
     ),
-    'easy': dict(
-        background=dict(plain=1, gradient=1),
-        bg_contrast=20.0,
-        distractors=(0, 1),
-        distractor_size=(0.06, 0.12),
-        distractor_textures=dict(solid=1),
-        lines=(0, 1),
-        target_size=(0.28, 0.4),
-        target_contrast=(110.0, 160.0),
-        lines_over=(0, 0),
-        finish=dict(max_blur_sigma=0.4, blur_prob=0.3, max_noise_sigma=3.0),
-    ),
-    'faint': dict(
-        background=dict(plain=1, gradient=1),
-        bg_contrast=20.0,
-        distractors=(1, 2),
-        distractor_size=(0.06, 0.12),
-        distractor_textures=dict(solid=1),
-        lines=(1, 2),
-        target_size=(0.28, 0.4),
-        target_contrast=(12.0, 40.0),
-        lines_over=(0, 0),
-        finish=dict(max_blur_sigma=0.4, blur_prob=0.3, max_noise_sigma=3.0),
-    ),
+    'easy': _EASY,
+    'faint': dict(_EASY, distractors=(1, 2), lines=(1, 2), target_contrast=(12.0, 40.0)),
 }
 
 

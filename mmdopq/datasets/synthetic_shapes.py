@@ -66,6 +66,27 @@ _PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 3]
 _SHIFT = 4  # fixed-point bits for sub-pixel cv2 drawing
 _ONE = 1 << _SHIFT
 
+# The 'medium' preset below, also the base of 'faint'.
+_MEDIUM: dict[str, Any] = dict(
+    instances=(2, 7),
+    min_size_px=16.0,
+    max_size_frac=0.4,
+    min_visible_px=30,
+    textures=dict(solid=0.5, stripes=0.15, checker=0.1, noise=0.05, gradient=0.2),
+    background=dict(gradient=0.35, smooth_noise=0.2, stripes=0.1, checker=0.05, plain=0.3),
+    bg_contrast=40.0,
+    camouflage_prob=0.05,
+    lines=(1, 6),
+    arcs=(0, 3),
+    ellipses=(0, 2),
+    blobs=(0, 1),
+    occluders=(0, 1),
+    blur_prob=0.4,
+    max_blur_sigma=0.6,
+    max_noise_sigma=3.0,
+    place_tries=10,
+)
+
 # Style of each difficulty level. Sizes are the diameters of the shapes' circumcircles.
 PRESETS: dict[str, dict[str, Any]] = {
     'easy': dict(
@@ -90,47 +111,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The reference models' data: textured shapes over textured backgrounds with clutter,
     # overlaps and occlusion, but fewer and less camouflaged than 'hard', so a small Swin
     # detector trained from scratch on a CPU gets to a meaningful AP.
-    'medium': dict(
-        instances=(2, 7),
-        min_size_px=16.0,
-        max_size_frac=0.4,
-        min_visible_px=30,
-        textures=dict(solid=0.5, stripes=0.15, checker=0.1, noise=0.05, gradient=0.2),
-        background=dict(gradient=0.35, smooth_noise=0.2, stripes=0.1, checker=0.05, plain=0.3),
-        bg_contrast=40.0,
-        camouflage_prob=0.05,
-        lines=(1, 6),
-        arcs=(0, 3),
-        ellipses=(0, 2),
-        blobs=(0, 1),
-        occluders=(0, 1),
-        blur_prob=0.4,
-        max_blur_sigma=0.6,
-        max_noise_sigma=3.0,
-        place_tries=10,
-    ),
+    'medium': _MEDIUM,
     # 'medium' with half of the shapes camouflaged (their colour within +-30 per channel of
-    # the local background): faint outlines beside the clutter's strong edges (probe for a
+    # the local background): faint outlines beside the clutter's strong edges (a probe for a
     # detector that 4-bit activations cost more; see the model card).
-    'faint': dict(
-        instances=(2, 7),
-        min_size_px=16.0,
-        max_size_frac=0.4,
-        min_visible_px=30,
-        textures=dict(solid=0.5, stripes=0.15, checker=0.1, noise=0.05, gradient=0.2),
-        background=dict(gradient=0.35, smooth_noise=0.2, stripes=0.1, checker=0.05, plain=0.3),
-        bg_contrast=40.0,
-        camouflage_prob=0.5,
-        lines=(1, 6),
-        arcs=(0, 3),
-        ellipses=(0, 2),
-        blobs=(0, 1),
-        occluders=(0, 1),
-        blur_prob=0.4,
-        max_blur_sigma=0.6,
-        max_noise_sigma=3.0,
-        place_tries=10,
-    ),
+    'faint': dict(_MEDIUM, camouflage_prob=0.5),
     'hard': dict(
         instances=(3, 12),
         min_size_px=12.0,
