@@ -40,7 +40,7 @@ test_pipeline = [
 # The 'faint' preset: the easy layout with one or two solid distractors and lines and a faint
 # target texture (its colours 12-40 apart instead of 110-160). The easy preset's model reaches
 # 92 % top-1 and loses about 1 at W4A4 with the RepQ-ViT recipe, too little to tell recipes
-# apart; on this task 4-bit activations cost accuracy (model card).
+# apart; on this task W4A4 costs it about 7 points (model card).
 data_root = 'data/reference_cls_faint/'
 synthetic_data = dict(_base_.synthetic_data, out_dir=data_root, difficulty='faint')
 train_dataloader = dict(dataset=dict(data_root=data_root, pipeline=train_pipeline))

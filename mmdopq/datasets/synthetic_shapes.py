@@ -114,7 +114,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     'medium': _MEDIUM,
     # 'medium' with half of the shapes camouflaged (their colour within +-30 per channel of
     # the local background): faint outlines beside the clutter's strong edges (a probe for a
-    # detector that 4-bit activations cost more; see the model card).
+    # detector that W4A4 quantization costs more; see the model card).
     'faint': dict(_MEDIUM, camouflage_prob=0.5),
     'hard': dict(
         instances=(3, 12),
