@@ -3,7 +3,8 @@
 # of the shapes camouflaged: their colour within +-30 per channel of the local background). On the
 # medium preset the RepQ-ViT recipe loses only 1.5 box AP at W4A4; after this fine-tune it loses
 # 3.1-3.3 on the faint tuning split (model card, configs/reference/README.md).
-#   python tools/train.py configs/reference/cascade-mask-rcnn_swin-ref-p4-w7_fpn_synthetic-faint.py \
+#   python tools/train.py \
+#       configs/reference/cascade-mask-rcnn_swin-ref-p4-w7_fpn_synthetic-faint.py \
 #       --work-dir work_dirs/ref_cascade_faint
 _base_ = ['./cascade-mask-rcnn_swin-ref-p4-w7_fpn_synthetic-shapes.py']
 
