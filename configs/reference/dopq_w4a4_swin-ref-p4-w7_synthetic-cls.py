@@ -16,12 +16,13 @@ model = dict(
 # the float config's load_from is its training initialisation (the detector backbone); the
 # checkpoint to quantize is given to tools/quantize.py
 load_from = None
-# calibration draws from the train split of the model's own ('faint') data
+# calibration draws from the train split of the model's own ('faint') data: the shared
+# calibration base names the ViT's ('easy') data root
 custom_hooks = [
     dict(
         _base_.custom_hooks[0],
         dataloader=dict(
-            batch_size=8,
+            _base_.custom_hooks[0].dataloader,
             dataset=dict(_base_.custom_hooks[0].dataloader.dataset, data_root=_base_.data_root),
         ),
     )

@@ -1,6 +1,7 @@
 # Calibration of the reference classifiers: 32 seeded-random images of the generated train
-# split (never the val split that is reported), through the model's test pipeline.
-# Owns the top-level key `custom_hooks`.
+# split (never the val split that is reported), through the model's test pipeline. The data
+# root is the shared runtime's ('easy') set; a model on other data points it at its own
+# (dopq_w4a4_swin-ref-p4-w7_synthetic-cls.py). Owns the top-level key `custom_hooks`.
 custom_hooks = [
     dict(
         type='mmdopq.QuantCalibrationHook',
