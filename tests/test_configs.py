@@ -302,3 +302,42 @@ def test_reference_swin_classifier_stages_and_data():
     assert calib.type == 'mmdopq.QuantCalibrationHook' and calib.num_images == 32
     assert calib.dataloader.dataset.data_root == root
     assert calib.dataloader.dataset.data_prefix == 'train'
+
+
+def test_reference_cascade_stages_and_data():
+    """Stage 1 warm-starts from the reference Mask R-CNN on the medium preset, stage 2 (the
+    reference config) fine-tunes stage 1's published weights on the faint preset; the quantized
+    config evaluates and calibrates on the faint data (its train split)."""
+    ref = osp.join(
+        REPO, 'configs', 'reference', 'cascade-mask-rcnn_swin-ref-p4-w7_fpn_synthetic-shapes'
+    )
+    stages = [Config.fromfile(ref + s) for s in ('_stage1.py', '.py')]
+    quant = Config.fromfile(
+        osp.join(
+            REPO,
+            'configs',
+            'reference',
+            'dopq_w4a4_cascade-mask-rcnn_swin-ref-p4-w7_fpn_synthetic-shapes.py',
+        )
+    )
+    for cfg in stages:
+        assert cfg.model.to_dict() == stages[-1].model.to_dict()
+        assert cfg.param_scheduler[-1].end == cfg.train_cfg.max_iters
+        root = cfg.synthetic_data.out_dir
+        for loader in (cfg.train_dataloader, cfg.val_dataloader, cfg.test_dataloader):
+            assert loader.dataset.data_root == root
+        assert cfg.test_evaluator.ann_file == root + 'annotations/instances_val.json'
+    assert [cfg.synthetic_data.difficulty for cfg in stages] == ['medium', 'faint']
+    assert stages[0].load_from == (
+        'checkpoints/reference/mask-rcnn_swin-ref-p4-w7_fpn_synthetic-shapes.pth'
+    )
+    assert stages[1].load_from == 'work_dirs/ref_cascade/stage1_fp16.pth'
+    assert stages[0].randomness.seed != stages[1].randomness.seed
+    root = stages[1].synthetic_data.out_dir
+    assert quant.synthetic_data.to_dict() == stages[1].synthetic_data.to_dict()
+    assert quant.test_dataloader.dataset.data_root == root
+    assert quant.test_evaluator.ann_file == root + 'annotations/instances_val.json'
+    calib = quant.custom_hooks[0]
+    assert calib.type == 'mmdopq.QuantCalibrationHook' and calib.num_images == 32
+    assert calib.dataloader.dataset.data_root == root
+    assert calib.dataloader.dataset.ann_file == 'annotations/instances_train.json'
