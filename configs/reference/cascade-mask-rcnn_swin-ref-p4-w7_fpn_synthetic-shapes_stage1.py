@@ -15,18 +15,11 @@ test_evaluator = val_evaluator
 
 load_from = 'checkpoints/reference/mask-rcnn_swin-ref-p4-w7_fpn_synthetic-shapes.pth'
 max_iters = 2000
-warmup_iters = 100
 train_cfg = dict(max_iters=max_iters, val_interval=500)
+# stage 2's warmup, and its cosine stretched to this stage's length
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=warmup_iters),
-    dict(
-        type='CosineAnnealingLR',
-        T_max=max_iters - warmup_iters,
-        eta_min=1e-6,
-        by_epoch=False,
-        begin=warmup_iters,
-        end=max_iters,
-    ),
+    _base_.param_scheduler[0],
+    dict(_base_.param_scheduler[1], T_max=max_iters - _base_.warmup_iters, end=max_iters),
 ]
 default_hooks = dict(checkpoint=dict(interval=250, max_keep_ckpts=2))
 randomness = dict(seed=0)
