@@ -38,7 +38,14 @@ def parse_args(argv=None):
     parser.add_argument('--models', nargs='+', default=sorted(REFERENCE_MODELS))
     parser.add_argument('--recipes', nargs='+', default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument('--bits', nargs='+', default=['w3a3', 'w4a4', 'w6a6'])
-    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    parser.add_argument(
+        '--seeds',
+        nargs='+',
+        default=['0', '1', '2'],
+        metavar='S|BITS=S[,S...]',
+        help='calibration seeds of every bit width (default 0 1 2); BITS=S,... sets those of '
+        'one width (e.g. 0 1 2 w6a6=0)',
+    )
     parser.add_argument(
         '--val-images',
         nargs='+',
@@ -69,6 +76,7 @@ def parse_args(argv=None):
     )
     args = parser.parse_args(argv)
     args.val_images = parse_val_images(parser, args.val_images, args.models)
+    args.seeds = parse_seeds(parser, args.seeds, args.bits)
     tune = args.split == 'tune'
     args.work_dir = args.work_dir or 'work_dirs/bench_recipes' + ('_tune' if tune else '')
     args.out_dir = args.out_dir or (osp.join(HERE, 'tune') if tune else HERE)
@@ -86,6 +94,27 @@ def parse_val_images(parser, values, models) -> dict:
             parser.error(f'--val-images {v}: expected N or MODEL=N with N >= 0')
         for m in [name] if name else models:
             out[m] = int(n)
+    return out
+
+
+def parse_seeds(parser, values, bits) -> dict:
+    """``['0', '1', '2']`` or ``['0', '1', '2', 'w6a6=0']`` -> {bits: [seeds]}."""
+    common, per_bits = [], {}
+    for v in values:
+        name, _, seeds = v.rpartition('=')
+        if name and name not in bits:
+            parser.error(f'--seeds {v}: {name!r} is not among --bits {bits}')
+        parsed = [s for s in seeds.split(',') if s]
+        if not parsed or not all(s.isdigit() for s in parsed):
+            parser.error(f'--seeds {v}: expected S or BITS=S[,S...] with integer seeds >= 0')
+        if name:
+            per_bits[name] = [int(s) for s in parsed]
+        else:
+            common += [int(s) for s in parsed]
+    out = {b: per_bits.get(b, common) for b in bits}
+    empty = [b for b, s in out.items() if not s]
+    if empty:
+        parser.error(f'--seeds {values}: no seeds for {empty}')
     return out
 
 

@@ -19,9 +19,9 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 from ..utils.fileio import dump_json_atomic, file_sha256, write_text_atomic
 from .reference import REPO_ROOT, ReferenceModel
@@ -550,13 +550,16 @@ def build_specs(
     models: Sequence[ReferenceModel],
     variants: Sequence[str],
     bits: Sequence[str],
-    seeds: Sequence[int],
+    seeds: Union[Sequence[int], Mapping[str, Sequence[int]]],
     work_dir: str,
     cfg_options: Optional[dict] = None,
     save: bool = False,
     options_subdir: bool = True,
 ) -> list[RunSpec]:
     """All runs of a sweep: per model one float run, then variant x bits x seed.
+
+    ``seeds`` is one list for every bit width, or a ``{bits: seeds}`` mapping (fewer seeds at a
+    width where the spread matters less, e.g. the W6A6 rows of a slow model).
 
     With ``options_subdir`` (the default), runs of a model with extra ``cfg_options`` (a val
     subset, a tuning split) go to ``work_dir/<model>/opts-<digest>/``, the digest naming the
@@ -567,17 +570,25 @@ def build_specs(
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         raise ValueError(f'unknown recipes {unknown}; choose from {sorted(VARIANTS)}')
+    if isinstance(seeds, Mapping):
+        missing = [b for b in bits if not seeds.get(b)]
+        if missing:
+            raise ValueError(f'no calibration seeds for bits {missing}')
+        by_bits = {b: list(seeds[b]) for b in bits}
+    else:
+        by_bits = {b: list(seeds) for b in bits}
+    float_seed = by_bits[bits[0]][0] if bits else 0
     specs = []
     for m in models:
         opts = tuple((cfg_options or {}).get(m.name, ()))
         sub = [options_dir(opts)] if opts and options_subdir else []
         root = osp.join(work_dir, m.name, *sub)
-        specs.append(RunSpec(m, 'float', 'float', seeds[0], osp.join(root, 'float'), None, opts))
+        specs.append(RunSpec(m, 'float', 'float', float_seed, osp.join(root, 'float'), None, opts))
         for v in variants:
             if v == 'float':
                 continue
             for b in bits:
-                for s in seeds:
+                for s in by_bits[b]:
                     wd = osp.join(root, f'{v}_{b}_seed{s}')
                     specs.append(RunSpec(m, v, b, s, wd, None, opts, save))
     return specs

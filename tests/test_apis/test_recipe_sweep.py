@@ -3,6 +3,8 @@
 import json
 import math
 import os.path as osp
+import re
+import sys
 
 import pytest
 
@@ -18,6 +20,7 @@ from mmdopq.apis.recipe_sweep import (
     summarize,
     write_results,
 )
+from mmdopq.apis.reference import REPO_ROOT
 from mmdopq.visualization import plot_metric_vs_bits, plot_mosf_scales
 
 MODEL = get_reference_model('mask-rcnn_swin-ref')
@@ -56,6 +59,39 @@ def test_unknown_reference_model_and_variant_are_named():
         get_reference_model('nope')
     with pytest.raises(ValueError, match="unknown recipes \\['bogus'\\]"):
         build_specs([MODEL], ['bogus'], ['w4a4'], [0], '/tmp/x')
+
+
+def test_seeds_per_bit_width(tmp_path):
+    specs = build_specs(
+        [MODEL], ['repq'], ['w4a4', 'w6a6'], {'w4a4': [0, 1], 'w6a6': [2]}, str(tmp_path)
+    )
+    assert [s.label for s in specs] == [
+        f'{MODEL.name} float',
+        f'{MODEL.name} repq w4a4 seed 0',
+        f'{MODEL.name} repq w4a4 seed 1',
+        f'{MODEL.name} repq w6a6 seed 2',
+    ]
+    with pytest.raises(ValueError, match="no calibration seeds for bits \\['w6a6'\\]"):
+        build_specs([MODEL], ['repq'], ['w4a4', 'w6a6'], {'w4a4': [0]}, str(tmp_path))
+
+
+def test_bench_recipes_parses_seeds_per_bit_width(capsys):
+    sys.path.insert(0, osp.join(REPO_ROOT, 'benchmarks'))
+    try:
+        import bench_recipes
+    finally:
+        sys.path.pop(0)
+    args = bench_recipes.parse_args(['--bits', 'w4a4', 'w6a6', '--seeds', '0', '1', 'w6a6=2,3'])
+    assert args.seeds == {'w4a4': [0, 1], 'w6a6': [2, 3]}
+    assert bench_recipes.parse_args([]).seeds == dict.fromkeys(['w3a3', 'w4a4', 'w6a6'], [0, 1, 2])
+    for bad, msg in [
+        (['--bits', 'w4a4', '--seeds', 'w3a3=0'], "'w3a3' is not among --bits"),
+        (['--bits', 'w4a4', '--seeds', 'x'], 'expected S or BITS=S'),
+        (['--bits', 'w4a4', 'w6a6', '--seeds', 'w6a6=1'], "no seeds for \\['w4a4'\\]"),
+    ]:
+        with pytest.raises(SystemExit):
+            bench_recipes.parse_args(bad)
+        assert re.search(msg, capsys.readouterr().err), bad
 
 
 def test_commands(tmp_path):
