@@ -577,13 +577,14 @@ def build_specs(
         by_bits = {b: list(seeds[b]) for b in bits}
     else:
         by_bits = {b: list(seeds) for b in bits}
-    float_seed = by_bits[bits[0]][0] if bits else 0
     specs = []
     for m in models:
         opts = tuple((cfg_options or {}).get(m.name, ()))
         sub = [options_dir(opts)] if opts and options_subdir else []
         root = osp.join(work_dir, m.name, *sub)
-        specs.append(RunSpec(m, 'float', 'float', float_seed, osp.join(root, 'float'), None, opts))
+        # seed 0 whatever the sweep's seeds: nothing in a float run is random, and one seed lets
+        # sweeps over different seeds share (reuse) it
+        specs.append(RunSpec(m, 'float', 'float', 0, osp.join(root, 'float'), None, opts))
         for v in variants:
             if v == 'float':
                 continue

@@ -71,6 +71,9 @@ def test_seeds_per_bit_width(tmp_path):
         f'{MODEL.name} repq w4a4 seed 1',
         f'{MODEL.name} repq w6a6 seed 2',
     ]
+    assert specs[0].command('python')[specs[0].command('python').index('--seed') + 1] == '0'
+    later = build_specs([MODEL], ['repq'], ['w4a4'], [3, 4], str(tmp_path))
+    assert later[0].command('python') == specs[0].command('python')  # one shared float run
     with pytest.raises(ValueError, match="no calibration seeds for bits \\['w6a6'\\]"):
         build_specs([MODEL], ['repq'], ['w4a4', 'w6a6'], {'w4a4': [0]}, str(tmp_path))
 
