@@ -97,12 +97,14 @@ test_dataloader = dict(dataset=dict(data_root=data_root))
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 
-# stage 2: from stage 1's published (fp16) weights, 1500 iterations; no validation while
-# training (the model card evaluates the published weights on the whole val split)
+# stage 2: from stage 1's published (fp16) weights, 1500 iterations; one validation, after the
+# last one (the model card evaluates the published weights on the whole val split)
 load_from = 'work_dirs/ref_cascade/stage1_fp16.pth'
 max_iters = 1500
 warmup_iters = 100
-train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters, val_interval=100000)
+train_cfg = dict(
+    _delete_=True, type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters
+)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=warmup_iters),
     dict(
