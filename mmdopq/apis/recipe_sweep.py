@@ -9,6 +9,8 @@ resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import math
@@ -157,8 +159,39 @@ def run_quantize(
 
     The child's output goes to ``work_dir/quantize.log``; every ``poll_s`` seconds the
     latest progress line is echoed. A failed run raises with the log's path and last lines.
+    Sweeps running side by side may share runs (e.g. every sweep's float run): the run holds
+    ``work_dir/.lock`` while it checks for a finished result and computes it, so a second sweep
+    waits for the first one's run and then reuses it instead of overwriting it.
     """
     os.makedirs(spec.work_dir, exist_ok=True)
+    with _run_lock(spec, echo):
+        return _run_quantize_locked(spec, threads, cwd, echo, poll_s, reuse)
+
+
+@contextlib.contextmanager
+def _run_lock(spec: RunSpec, echo: Optional[Callable[[str], None]]):
+    """Exclusive lock on ``spec.work_dir`` between processes; the OS drops it if one dies."""
+    with open(osp.join(spec.work_dir, '.lock'), 'a') as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if echo:
+                echo(f'  {spec.label}: another sweep is running it; waiting for it to finish')
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _run_quantize_locked(
+    spec: RunSpec,
+    threads: int,
+    cwd: Optional[str],
+    echo: Optional[Callable[[str], None]],
+    poll_s: float,
+    reuse: bool,
+) -> dict:
     cmd = spec.command()
     results_file = osp.join(spec.work_dir, 'results.json')
     run_file = osp.join(spec.work_dir, 'run.json')

@@ -357,6 +357,47 @@ def test_finished_runs_are_reused_only_for_the_same_checkpoint_and_threads(tmp_p
     assert not any('reusing' in m for m in seen)
 
 
+def test_a_run_in_progress_in_another_sweep_is_awaited_then_reused(tmp_path):
+    import fcntl
+    import threading
+
+    from mmdopq.apis import run_quantize
+    from mmdopq.utils.fileio import file_sha256
+
+    ckpt = tmp_path / 'model.pth'
+    ckpt.write_bytes(b'weights')
+    run = tmp_path / 'run'
+    run.mkdir()
+    spec = RunSpec(MODEL, 'repq', 'w4a4', 0, str(run), checkpoint=str(ckpt))
+    info = dict(command=spec.command()[1:], checkpoint_sha256=file_sha256(str(ckpt)))
+    info.update(wall_s=3.0, peak_rss_mb=500.0, threads=1)
+    res = dict(metrics={'coco/bbox_mAP': 0.3, 'coco/segm_mAP': 0.2}, calib_s=1.0, eval_s=2.0)
+    # "another sweep" holds the run's lock (flock conflicts across open files, even within one
+    # process) and finishes the run a moment later
+    other = open(run / '.lock', 'a')
+    fcntl.flock(other, fcntl.LOCK_EX)
+
+    def finish():
+        (run / 'results.json').write_text(json.dumps(res))
+        (run / 'run.json').write_text(json.dumps(info))
+        fcntl.flock(other, fcntl.LOCK_UN)
+        other.close()
+
+    timer = threading.Timer(0.5, finish)
+    timer.start()
+    seen = []
+    try:
+        rec = run_quantize(spec, threads=1, echo=seen.append, poll_s=1e9)
+    finally:
+        timer.join()
+    assert 'waiting' in seen[0] and 'reusing' in seen[1]
+    assert rec['metric'] == 30.0
+    # no one holds it now: taken at once, no waiting message
+    seen.clear()
+    assert run_quantize(spec, threads=1, echo=seen.append)['metric'] == 30.0
+    assert len(seen) == 1 and 'reusing' in seen[0]
+
+
 def test_progress_line_follows_iteration_and_epoch_based_test_logs(tmp_path):
     from mmdopq.apis.recipe_sweep import _progress_line
 
