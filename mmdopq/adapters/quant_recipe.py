@@ -64,6 +64,38 @@ def use_recipe(quant_cfg: dict, name: str) -> None:
 
 
 POST_SOFTMAX = ('tan', 'tan_symmetric', 'log_sqrt2', 'uniform')
+#: Settings of TanQ's calibration search that ``quant.tanq_search`` may override.
+TANQ_SEARCH_KEYS = ('centres', 'alpha_fractions', 'refine_steps', 'coarse_samples')
+
+
+def check_tanq_search(value: Any) -> dict:
+    """Validate ``quant.tanq_search``; returns it with sequences as float tuples.
+
+    Raises:
+        ValueError: Naming the key and value, for anything TanQuantizer would reject.
+    """
+    if not isinstance(value, dict):
+        raise ValueError(f'quant.tanq_search={value!r} must be a dict of {TANQ_SEARCH_KEYS}')
+    unknown = sorted(set(value) - set(TANQ_SEARCH_KEYS))
+    if unknown:
+        raise ValueError(f'quant.tanq_search: unknown keys {unknown}; known: {TANQ_SEARCH_KEYS}')
+    out = {}
+    for key, v in value.items():
+        if key in ('centres', 'alpha_fractions'):
+            if isinstance(v, (str, bytes)) or not hasattr(v, '__iter__') or not len(v):
+                raise ValueError(f'quant.tanq_search.{key}={v!r} must be a non-empty list')
+            out[key] = tuple(float(x) for x in v)
+        elif isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f'quant.tanq_search.{key}={v!r} must be an integer >= 0')
+        else:
+            out[key] = v
+    try:  # the quantizer's own range checks, at config time rather than at model build
+        TanQuantizer(4, **out)
+    except ValueError as e:
+        raise ValueError(f'quant.tanq_search: {e}') from None
+    return out
+
+
 SCOPES = ('whole', 'backbone')
 REPARAM_RULES = ('mean', 'median', 'mad', 'none')
 CALIB_MODES = ('float', 'sequential')
@@ -102,6 +134,9 @@ class QuantRecipe:
         max_samples: Per-quantizer element budget of the calibration sample.
         seed: Seed of every random choice of the calibration.
         mad_k_grid: MAD multipliers of MOSF (``inf`` = no cap).
+        tanq_search: Overrides of TanQ's calibration search (keys of :data:`TANQ_SEARCH_KEYS`:
+            ``centres``, ``alpha_fractions``, ``refine_steps``, ``coarse_samples``; see
+            :class:`TanQuantizer`); empty = its defaults. For studying the grid.
     """
 
     recipe: str = 'dopq'
@@ -121,6 +156,7 @@ class QuantRecipe:
     max_samples: int = 1 << 19
     seed: int = 0
     mad_k_grid: tuple = (2.0, 4.0, 8.0, 16.0, float('inf'))
+    tanq_search: dict = field(default_factory=dict)
     _counter: int = field(default=0, repr=False, compare=False)
 
     @classmethod
@@ -157,6 +193,8 @@ class QuantRecipe:
         for key in ('percentiles', 'mad_k_grid'):
             if key in merged:
                 merged[key] = tuple(float(v) for v in merged[key])
+        if 'tanq_search' in merged:
+            merged['tanq_search'] = check_tanq_search(merged['tanq_search'])
         return cls(**merged)
 
     def to_dict(self) -> dict:
@@ -215,9 +253,9 @@ class QuantRecipe:
             return self.act()  # a plain per-tensor activation quantizer
         kw = dict(max_samples=self.max_samples, seed=self._seed())
         if self.post_softmax == 'tan':
-            return TanQuantizer(self.abits, **kw)
+            return TanQuantizer(self.abits, **kw, **self.tanq_search)
         if self.post_softmax == 'tan_symmetric':
-            return TanQuantizer(self.abits, symmetric=True, **kw)
+            return TanQuantizer(self.abits, symmetric=True, **kw, **self.tanq_search)
         if self.post_softmax == 'log_sqrt2':
             return LogSqrt2Quantizer(self.abits, percentiles=self.percentiles, **kw)
         raise ValueError(f'quant.post_softmax={self.post_softmax!r}; choose from {POST_SOFTMAX}')

@@ -20,6 +20,7 @@ from mmdopq.adapters.timm_swin import (
 from mmdopq.adapters.timm_vit import QuantAttention, adapt_timm_classifier, adapt_timm_vit
 from mmdopq.nn import QuantConv2d, QuantLinear, QuantMatMul, set_quant_mode
 from mmdopq.quantizers import LogSqrt2Quantizer, TanQuantizer, UniformQuantizer
+from mmdopq.quantizers.tan_quantizer import alpha_bound
 
 VIT_KW = dict(
     pretrained=False, img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=10
@@ -439,6 +440,53 @@ def test_act_zero_point_reaches_activation_quantizers_only():
     assert QuantRecipe.from_cfg(dict(recipe='repq')).act_zero_point == 'round'
     with pytest.raises(ValueError, match="quant.act_zero_point='ceil'"):
         QuantRecipe.from_cfg(dict(act_zero_point='ceil'))
+
+
+@pytest.mark.parametrize('post_softmax', ('tan', 'tan_symmetric'))
+def test_tanq_search_reaches_post_softmax_quantizers(post_softmax):
+    grid = dict(centres=[0.25, 0.75], alpha_fractions=[0, 0.5, 0.9], refine_steps=3)
+    rcp = QuantRecipe.from_cfg(
+        dict(recipe='tanq_only', post_softmax=post_softmax, tanq_search=grid)
+    )
+    assert rcp.tanq_search == dict(
+        centres=(0.25, 0.75), alpha_fractions=(0.0, 0.5, 0.9), refine_steps=3
+    )
+    assert rcp.to_dict()['tanq_search'] == rcp.tanq_search  # recorded with the results
+    plan = adapt(build('vit'), rcp)
+    tanqs = [
+        q for s in plan.sites.values() for _, q in s.quantizers() if isinstance(q, TanQuantizer)
+    ]
+    assert len(tanqs) == len(plan.post_softmax_sites) > 0
+    for q in tanqs:
+        assert q.centres == ((0.5,) if post_softmax == 'tan_symmetric' else (0.25, 0.75))
+        assert q.alpha_fractions == (0.0, 0.5, 0.9) and q.refine_steps == 3
+    # calibration searches that grid only: one point and no refinement leave no choice
+    one = dict(centres=[0.3], alpha_fractions=[0.5], refine_steps=0)
+    model = build('vit')
+    plan = adapt(model, recipe('tanq_only', tanq_search=one))
+    calibrate(model, plan, 'vit', n_batches=1)
+    tanqs = [
+        q for s in plan.sites.values() for _, q in s.quantizers() if isinstance(q, TanQuantizer)
+    ]
+    assert tanqs and all(float(q.centre) == pytest.approx(0.3) for q in tanqs)
+    assert all(float(q.alpha) == pytest.approx(0.5 * alpha_bound(0.3)) for q in tanqs)
+    assert QuantRecipe.from_cfg(dict(recipe='dopq')).tanq_search == {}
+
+
+@pytest.mark.parametrize(
+    'value, match',
+    [
+        (dict(centre=[0.5]), r"unknown keys \['centre'\]"),
+        (dict(centres=[0.5, 1.2]), r'quant.tanq_search: centres=\(0.5, 1.2\) must lie in \(0, 1\)'),
+        (dict(alpha_fractions=[]), r'quant.tanq_search.alpha_fractions=\[\] must be a non-empty'),
+        (dict(refine_steps=-1), r'quant.tanq_search.refine_steps=-1 must be an integer'),
+        (dict(refine_steps=2.5), r'quant.tanq_search.refine_steps=2.5 must be an integer'),
+        ([0.5], r'quant.tanq_search=\[0.5\] must be a dict'),
+    ],
+)
+def test_tanq_search_rejects_bad_values(value, match):
+    with pytest.raises(ValueError, match=match):
+        QuantRecipe.from_cfg(dict(recipe='dopq', tanq_search=value))
 
 
 @pytest.mark.parametrize('arch', ('vit', 'swin'))

@@ -93,3 +93,28 @@ def test_use_recipe_drops_the_config_components_and_keeps_the_rest():
     with pytest.raises(ValueError, match="unknown recipe 'repq-vit'"):
         use_recipe(quant, 'repq-vit')
     assert quant['recipe'] == 'repq'  # untouched by the rejected name
+
+
+def test_every_benchmark_variant_resolves_through_the_tool():
+    from mmdopq.apis import VARIANTS, get_reference_model
+    from mmdopq.apis.recipe_sweep import RunSpec
+
+    model = get_reference_model('mask-rcnn_swin-ref')
+    resolved = {}
+    for name in VARIANTS:
+        argv = RunSpec(model, name, 'w4a4', 0, 'wd').command()[2:]  # after python, quantize.py
+        cfg, recipe = quantize.load_config(quantize.parse_args(argv))
+        resolved[name] = (recipe, cfg.custom_hooks[0].num_images)
+    assert resolved['float'][0].bits_tag == 'float' and resolved['repq'][0].bits_tag == 'w4a4'
+    fine = resolved['tanq_only-fine_grid'][0].tanq_search
+    assert len(fine['centres']) == 19 and (fine['centres'][0], fine['centres'][-1]) == (0.05, 0.95)
+    assert len(fine['alpha_fractions']) == 21 and fine['refine_steps'] == 9
+    for name in ('tanq_only-tensor_obj', 'tanq_only-symmetric', 'tanq_only-fine_grid'):
+        recipe = resolved[name][0]
+        assert recipe.recipe == 'tanq_only' and recipe.reparam_rule == 'mean'
+    assert resolved['tanq_only-tensor_obj'][0].softmax_objective == 'tensor'
+    assert resolved['tanq_only-symmetric'][0].post_softmax == 'tan_symmetric'
+    assert resolved['tanq_only'][0].tanq_search == {}
+    assert resolved['repq-calib128'][1] == resolved['dopq-calib128'][1] == 128
+    assert resolved['repq-calib128'][0].post_softmax == 'log_sqrt2'
+    assert resolved['dopq'][1] == 32
