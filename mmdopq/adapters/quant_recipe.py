@@ -252,10 +252,9 @@ class QuantRecipe:
         if self.post_softmax == 'uniform':
             return self.act()  # a plain per-tensor activation quantizer
         kw = dict(max_samples=self.max_samples, seed=self._seed())
-        if self.post_softmax == 'tan':
-            return TanQuantizer(self.abits, **kw, **self.tanq_search)
-        if self.post_softmax == 'tan_symmetric':
-            return TanQuantizer(self.abits, symmetric=True, **kw, **self.tanq_search)
+        if self.post_softmax in ('tan', 'tan_symmetric'):
+            symmetric = self.post_softmax == 'tan_symmetric'
+            return TanQuantizer(self.abits, symmetric=symmetric, **kw, **self.tanq_search)
         if self.post_softmax == 'log_sqrt2':
             return LogSqrt2Quantizer(self.abits, percentiles=self.percentiles, **kw)
         raise ValueError(f'quant.post_softmax={self.post_softmax!r}; choose from {POST_SOFTMAX}')

@@ -28,6 +28,10 @@ from typing import Callable, Optional, Union
 from ..utils.fileio import dump_json_atomic, file_sha256, write_text_atomic
 from .reference import REPO_ROOT, ReferenceModel
 
+#: The dense TanQ grid of ``tanq_only-fine_grid``: 19 centres x 21 curvature fractions (the
+#: default is 9 x 10) and a 9 x 9 refinement (default 5 x 5).
+FINE_CENTRES = [f'{0.05 * i:.2f}' for i in range(1, 20)]
+FINE_FRACTIONS = '0 .1 .2 .3 .4 .5 .6 .65 .7 .75 .8 .83 .86 .89 .91 .93 .95 .96 .97 .98 .99'.split()
 #: Benchmark variants: name -> (``--recipe`` of tools/quantize.py, extra ``--cfg-options``).
 #: The MOSF fold rules are the rows ``tanq_only`` (rule ``mean``: TanQ + RepQ-ViT's exact
 #: fold), ``dopq-median`` (rule ``median``) and ``dopq`` (rule ``mad``, i.e. MOSF). The
@@ -38,10 +42,6 @@ from .reference import REPO_ROOT, ReferenceModel
 #: what the quantized layers before it produce) instead of on float activations. The
 #: ``tanq_only-*`` rows vary TanQ's calibration alone (objective, symmetric form, a denser search
 #: grid) and the ``*-calib128`` rows calibrate on 128 images instead of 32.
-#: The dense TanQ grid of ``tanq_only-fine_grid``: 19 centres x 21 curvature fractions (the
-#: default is 9 x 10) and a 9 x 9 refinement (default 5 x 5).
-FINE_CENTRES = [f'{0.05 * i:.2f}' for i in range(1, 20)]
-FINE_FRACTIONS = '0 .1 .2 .3 .4 .5 .6 .65 .7 .75 .8 .83 .86 .89 .91 .93 .95 .96 .97 .98 .99'.split()
 VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     'float': ('float', ()),
     'repq': ('repq', ()),

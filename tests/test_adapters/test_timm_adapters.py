@@ -453,9 +453,7 @@ def test_tanq_search_reaches_post_softmax_quantizers(post_softmax):
     )
     assert rcp.to_dict()['tanq_search'] == rcp.tanq_search  # recorded with the results
     plan = adapt(build('vit'), rcp)
-    tanqs = [
-        q for s in plan.sites.values() for _, q in s.quantizers() if isinstance(q, TanQuantizer)
-    ]
+    tanqs = [q for q in all_quantizers(plan) if isinstance(q, TanQuantizer)]
     assert len(tanqs) == len(plan.post_softmax_sites) > 0
     for q in tanqs:
         assert q.centres == ((0.5,) if post_softmax == 'tan_symmetric' else (0.25, 0.75))
@@ -465,9 +463,7 @@ def test_tanq_search_reaches_post_softmax_quantizers(post_softmax):
     model = build('vit')
     plan = adapt(model, recipe('tanq_only', tanq_search=one))
     calibrate(model, plan, 'vit', n_batches=1)
-    tanqs = [
-        q for s in plan.sites.values() for _, q in s.quantizers() if isinstance(q, TanQuantizer)
-    ]
+    tanqs = [q for q in all_quantizers(plan) if isinstance(q, TanQuantizer)]
     assert tanqs and all(float(q.centre) == pytest.approx(0.3) for q in tanqs)
     assert all(float(q.alpha) == pytest.approx(0.5 * alpha_bound(0.3)) for q in tanqs)
     assert QuantRecipe.from_cfg(dict(recipe='dopq')).tanq_search == {}

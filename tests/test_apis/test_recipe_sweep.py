@@ -313,19 +313,26 @@ def get_reference_model_config(name):
     return osp.join(osp.dirname(MODEL.path('float_config')), name)
 
 
+def _finished_run(spec, box_ap):
+    """The ``results.json`` and ``run.json`` contents of a finished run of ``spec`` (1 thread)."""
+    from mmdopq.utils.fileio import file_sha256
+
+    res = dict(metrics={'coco/bbox_mAP': box_ap, 'coco/segm_mAP': 0.2}, calib_s=1.0, eval_s=2.0)
+    info = dict(command=spec.command()[1:], checkpoint_sha256=file_sha256(spec.checkpoint))
+    info.update(wall_s=3.0, peak_rss_mb=500.0, threads=1)
+    return res, info
+
+
 def test_finished_runs_are_reused_only_for_the_same_checkpoint_and_threads(tmp_path):
     from mmdopq.apis import run_quantize
+    from mmdopq.utils.fileio import file_sha256
 
     ckpt = tmp_path / 'model.pth'
     ckpt.write_bytes(b'weights v1')
     spec = RunSpec(MODEL, 'repq', 'w4a4', 0, str(tmp_path / 'run'), checkpoint=str(ckpt))
     (tmp_path / 'run').mkdir()
-    res = dict(metrics={'coco/bbox_mAP': 0.25, 'coco/segm_mAP': 0.2}, calib_s=1.0, eval_s=2.0)
+    res, info = _finished_run(spec, box_ap=0.25)
     (tmp_path / 'run' / 'results.json').write_text(json.dumps(res))
-    from mmdopq.utils.fileio import file_sha256
-
-    info = dict(command=spec.command()[1:], checkpoint_sha256=file_sha256(str(ckpt)))
-    info.update(wall_s=3.0, peak_rss_mb=500.0, threads=1)
     (tmp_path / 'run' / 'run.json').write_text(json.dumps(info))
     seen = []
     rec = run_quantize(spec, threads=1, echo=seen.append)
@@ -351,16 +358,13 @@ def test_a_run_in_progress_in_another_sweep_is_awaited_then_reused(tmp_path):
     import threading
 
     from mmdopq.apis import run_quantize
-    from mmdopq.utils.fileio import file_sha256
 
     ckpt = tmp_path / 'model.pth'
     ckpt.write_bytes(b'weights')
     run = tmp_path / 'run'
     run.mkdir()
     spec = RunSpec(MODEL, 'repq', 'w4a4', 0, str(run), checkpoint=str(ckpt))
-    info = dict(command=spec.command()[1:], checkpoint_sha256=file_sha256(str(ckpt)))
-    info.update(wall_s=3.0, peak_rss_mb=500.0, threads=1)
-    res = dict(metrics={'coco/bbox_mAP': 0.3, 'coco/segm_mAP': 0.2}, calib_s=1.0, eval_s=2.0)
+    res, info = _finished_run(spec, box_ap=0.3)
     # "another sweep" holds the run's lock (flock conflicts across open files, even within one
     # process) and finishes the run a moment later
     other = open(run / '.lock', 'a')
