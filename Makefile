@@ -34,10 +34,10 @@ test: $(INSTALL_STAMP)
 	CI=$${CI:-} OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --durations=15 tests
 
 demo: $(INSTALL_STAMP)
-	$(PY) tools/demo.py --work-dir work_dirs/demo
+	$(PY) -m benchmarks.demo --work-dir work_dirs/demo
 
 benchmark: $(INSTALL_STAMP)
-	$(PY) benchmarks/bench_recipes.py
+	$(PY) -m benchmarks.bench_recipes
 
 test-fast pytest:
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 tests

@@ -20,7 +20,7 @@ Times are medians over ``--repeats`` runs after one warm-up (calibration: ``--ca
 runs), wall-clock by default, with torch's default number of threads (unless ``--threads``).
 On a machine shared with other jobs, ``--threads 1 --clock cpu`` gives steadier numbers. Example::
 
-    python benchmarks/bench_quantizers.py --bits 4 --json work_dirs/bench_quantizers.json
+    python -m benchmarks.bench_quantizers --bits 4 --json work_dirs/bench_quantizers.json
 """
 
 from __future__ import annotations

@@ -1,17 +1,17 @@
 """Recipe benchmark: every reference model x recipe x bit width x calibration seed.
 
-Runs ``tools/quantize.py`` (one process per run, see :mod:`mmdopq.apis.recipe_sweep`) on the
+Runs ``tools/quantize.py`` (one process per run, see :mod:`benchmarks.sweep`) on the
 committed reference checkpoints and writes ``benchmarks/results.json`` (machine, versions, one
 record per (model, recipe, bits) with the mean and spread over seeds, and every per-seed run),
 ``benchmarks/results.md`` and ``benchmarks/plots/``. Finished runs are reused from the work
 dir, so an interrupted benchmark resumes::
 
-    python benchmarks/bench_recipes.py                       # everything (hours on a CPU)
-    python benchmarks/bench_recipes.py --models vit-ref --bits w4a4 --seeds 0 1 2
-    python benchmarks/bench_recipes.py --models swin-ref --merge   # replace one model's rows
+    python -m benchmarks.bench_recipes                       # everything (hours on a CPU)
+    python -m benchmarks.bench_recipes --models vit-ref --bits w4a4 --seeds 0 1 2
+    python -m benchmarks.bench_recipes --models swin-ref --merge   # replace one model's rows
 
 ``--split tune`` evaluates on each model's held-out tuning split instead (same generator, another
-seed, never trained on and never reported; :func:`mmdopq.apis.reference.ensure_tune_split`) and
+seed, never trained on and never reported; :func:`benchmarks.reference.ensure_tune_split`) and
 writes to ``benchmarks/tune/``: anything tuned or investigated is judged there, never on val.
 """
 
@@ -21,14 +21,8 @@ import argparse
 import os.path as osp
 import sys
 
-from mmdopq.apis import (
-    REFERENCE_MODELS,
-    VARIANTS,
-    ensure_data,
-    ensure_tune_split,
-    get_reference_model,
-)
-from mmdopq.apis.recipe_sweep import build_specs, run_sweep
+from .reference import REFERENCE_MODELS, ensure_data, ensure_tune_split, get_reference_model
+from .sweep import VARIANTS, build_specs, run_sweep
 
 HERE = osp.dirname(osp.abspath(__file__))
 
@@ -135,7 +129,9 @@ def main(argv=None) -> dict:
         specs,
         args.out_dir,
         title=f'mmdopq recipe benchmark ({split})',
-        command=' '.join(['python', *sys.argv]) if argv is None else ' '.join(argv),
+        command=' '.join(['python -m benchmarks.bench_recipes', *sys.argv[1:]])
+        if argv is None
+        else ' '.join(argv),
         threads=args.threads,
         echo=lambda m: print(m, flush=True),
         merge=args.merge,

@@ -20,7 +20,7 @@ that peak RSS is per mode):
 Targets (issues 4 and 6): calibration <= 3x the N float passes, fake-quant
 forward <= 1.5x float, peak memory <= 1.5x float.
 
-    python benchmarks/bench_speed.py [--model mask-rcnn-swin-t|deit-s|vit-ref|swin-ref]
+    python -m benchmarks.bench_speed [--model mask-rcnn-swin-t|deit-s|vit-ref|swin-ref]
                                      [--images N] [--recipe dopq] [--repeats 3] [--json out.json]
 
 Float and fake-quant times are the median of ``--repeats`` passes; calibration
@@ -119,7 +119,7 @@ def build(model_name: str, recipe: str):
     from mmengine.registry import MODELS as ROOT
     from mmengine.registry import DefaultScope
 
-    from mmdopq.adapters import use_recipe
+    from mmdopq.recipe import use_recipe
 
     spec = MODELS[model_name]
     cfg = Config.fromfile(osp.join(REPO, spec['config'].format(recipe=recipe)))

@@ -1,5 +1,6 @@
 """Foundation checks: the installed stack, registries, checkpoint compat, version checks."""
 
+import json
 import subprocess
 import sys
 import uuid
@@ -119,7 +120,6 @@ def test_register_all_modules_keeps_mmdet_scope(require_mm):
         'mmdopq.models',
         'mmdopq.engine.hooks',
         'mmdopq.evaluation',
-        'mmdopq.datasets',
         'mmdet.models',
     ):
         assert module in sys.modules
@@ -225,3 +225,53 @@ def test_check_mmcv_ops_explains_missing_ops(monkeypatch):
     with pytest.raises(ImportError, match='mmcv-lite') as info:
         check_mmcv_ops()
     assert 'make install' in str(info.value)
+
+
+def test_registries_are_only_those_mmdopq_registers_into():
+    import mmdopq.registry as registry
+
+    assert set(registry.__all__) == {'SCOPE', 'MODELS', 'HOOKS', 'METRICS'}
+    for name in ('MODELS', 'HOOKS', 'METRICS'):
+        assert getattr(registry, name).scope == 'mmdopq'
+
+
+def test_library_imports_neither_benchmarks_nor_tools():
+    """``mmdopq/`` is the library: benchmarks, demo and tools use it, never the reverse."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(mmdopq.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob('*.py')):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or '']
+            else:
+                continue
+            if any(n.split('.')[0] in ('benchmarks', 'tools') for n in names):
+                offenders.append(f'{path.relative_to(root)}:{node.lineno}')
+    assert not offenders, offenders
+
+
+def test_atomic_writes_leave_a_normal_file_and_nothing_on_error(tmp_path):
+    import os
+
+    from mmdopq.utils.fileio import dump_json_atomic, write_atomic
+
+    path = tmp_path / 'results.json'
+    dump_json_atomic({'a': 1}, str(path))
+    assert json.loads(path.read_text()) == {'a': 1}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+
+    def fail(tmp):
+        with open(tmp, 'w') as f:
+            f.write('partial')
+        raise RuntimeError('disk full')
+
+    with pytest.raises(RuntimeError, match='disk full'):
+        write_atomic(str(tmp_path / 'other.json'), fail)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['results.json']

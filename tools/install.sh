@@ -8,7 +8,9 @@
 #
 # mmcv 2.1.0 (the newest mmcv that mmdet 3.3.0 accepts) has no prebuilt wheel
 # for torch 2.14, so it is built from its source distribution once and cached,
-# keyed by mmcv, torch, python and CPU/CUDA flavour.
+# keyed by mmcv, torch, python and CPU/CUDA flavour. Every download goes through
+# pip, so pip's index settings apply (pip.conf, PIP_INDEX_URL, PIP_EXTRA_INDEX_URL,
+# --proxy via PIP_PROXY / HTTPS_PROXY): a package mirror or proxy works.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,7 +19,6 @@ CACHE="${MMDOPQ_CACHE:-$HOME/.cache/mmdopq/wheels}"
 TORCH_VERSION=2.14.1
 TORCHVISION_VERSION=0.29.1
 MMCV_VERSION=2.1.0
-MMCV_SDIST_URL="https://files.pythonhosted.org/packages/a7/19/f97f0fd4d432113a232e75f965335be6b7bb6557ae9faf8051e9a012cadd/mmcv-2.1.0.tar.gz"
 MMCV_SDIST_SHA256=d387bcab66b467479b6660310e23746cfc79c6e57acf04094680adb499a5cd3f
 PYTHON="${PYTHON:-python3}"
 
@@ -82,15 +83,22 @@ PYEOF
     else
       echo "no cached wheel for $key: building from source (about 18 minutes on 2 cores)"
       build=$(mktemp -d)
-      curl -sSfL --retry 3 -o "$build/mmcv.tar.gz" "$MMCV_SDIST_URL" \
-        || fail "could not download the mmcv $MMCV_VERSION source distribution from $MMCV_SDIST_URL"
-      echo "$MMCV_SDIST_SHA256  $build/mmcv.tar.gz" | sha256sum -c --quiet \
-        || fail "mmcv source distribution checksum mismatch"
       # mmcv 2.1.0's setup.py builds with setuptools < 70 (measured; it relies on
       # pkg_resources and old setuptools internals); torch pulls in a newer one, so pin
-      # it back right before building (the requirements step restores the runtime pin).
+      # it back before pip reads the sdist (the requirements step restores the runtime pin).
       "${PIP[@]}" install -q "setuptools<70" || fail "could not install setuptools<70 for the mmcv build"
-      tar -xzf "$build/mmcv.tar.gz" -C "$build"
+      # The source distribution, from the index pip is configured to use (no fixed URL).
+      # pip prepares its metadata to check name and version (runs mmcv's setup.py, which
+      # imports torch: hence no build isolation; MMCV_WITH_OPS=1 keeps the name "mmcv",
+      # not "mmcv-lite"); it compiles nothing.
+      MMCV_WITH_OPS=1 "${PIP[@]}" download -q --no-binary :all: --no-deps --no-build-isolation \
+        -d "$build" "mmcv==$MMCV_VERSION" \
+        || fail "pip could not download the mmcv $MMCV_VERSION source distribution (pip's index settings: \`$PY -m pip config list\`)"
+      sdist="$build/mmcv-$MMCV_VERSION.tar.gz"
+      [ -f "$sdist" ] || fail "pip download did not leave $sdist (got: $(ls "$build"))"
+      echo "$MMCV_SDIST_SHA256  $sdist" | sha256sum -c --quiet \
+        || fail "mmcv source distribution checksum mismatch: $sdist is not mmcv $MMCV_VERSION's sdist on PyPI (sha256 $MMCV_SDIST_SHA256)"
+      tar -xzf "$sdist" -C "$build"
       src="$build/mmcv-$MMCV_VERSION"
       # torch >= 2.10 headers need C++20; mmcv 2.1.0 hard-codes C++17.
       sed -i 's/-std=c++17/-std=c++20/g; s#/std:c++17#/std:c++20#g' "$src/setup.py"

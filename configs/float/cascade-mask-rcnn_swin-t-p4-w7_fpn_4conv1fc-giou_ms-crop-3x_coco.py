@@ -3,7 +3,7 @@
 # `cascade_mask_rcnn_swin_tiny_patch4_window7_mstrain_480-800_giou_4conv1f_adamw_3x_coco.py`
 # (box/mask AP 50.4/43.7), the float model of the RepQ-ViT / DopQ-ViT detection tables.
 # Its checkpoint uses mmdet 2.x key names: convert it with
-# tools/model_converters/swin_od_to_mmdet.py.
+# python -m tools.model_converters.swin_od_to_mmdet.
 # Backbone, neck, RPN, data pipeline (480-800 multi-scale with the DETR-style crop), AdamW and
 # the 3x schedule come from mmdet's Mask R-CNN Swin-T 3x config; the RoI head is replaced.
 # The original trained with apex mixed precision; set optim_wrapper.type='AmpOptimWrapper' to

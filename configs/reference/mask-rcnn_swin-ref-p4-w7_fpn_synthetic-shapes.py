@@ -1,13 +1,13 @@
 # Reference float model for the demo and the benchmark: a small Swin Mask R-CNN (Swin-T
 # proportions: patch 4, window 7, heads 3/6/12/24 at head dim 16; embed 48, depths 2/2/2/2,
 # FPN 96) trained from scratch on the generated shapes data described by `synthetic_data`
-# below (tools/dataset_converters/make_synthetic_data.py, or mmdopq.apis.ensure_data).
+# below (python -m benchmarks.reference.make_data, or benchmarks.reference.ensure_data).
 # Iteration based, with checkpoints every 250 iterations so CPU training can resume
 # (`tools/train.py CONFIG --resume`). Model card: configs/reference/README.md.
 _base_ = ['mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py']
 
 data_root = 'data/reference_coco/'
-# How the data is made (read by mmdopq.apis.ensure_data, the demo and the benchmark).
+# How the data is made (read by benchmarks.reference.ensure_data, the demo and the benchmark).
 synthetic_data = dict(
     kind='coco',
     out_dir=data_root,

@@ -1,7 +1,7 @@
 # Stage 1 of the reference Swin classifier: the backbone of the reference Mask R-CNN, converted
 # to timm's layout, fine-tuned with a new head on the 'easy' preset of the generated 12-class
 # set (30 epochs). Its initialisation:
-#   python tools/model_converters/mmdet_swin_to_timm.py \
+#   python -m tools.model_converters.mmdet_swin_to_timm \
 #       checkpoints/reference/mask-rcnn_swin-ref-p4-w7_fpn_synthetic-shapes.pth \
 #       configs/reference/swin-ref-p4-w7_synthetic-cls.py work_dirs/ref_swin_ft/init.pth
 # From scratch, an earlier Swin classifier (patch 2, embed 32, 0.57 M parameters) reached

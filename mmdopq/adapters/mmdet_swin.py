@@ -1,6 +1,6 @@
 """Adapter for ``mmdet.models.backbones.SwinTransformer`` and mmdet detector heads.
 
-Every site of the protocol in METHOD.md is declared explicitly, walking the
+Every site of the protocol in docs/method.md is declared explicitly, walking the
 module structure of mmdet's Swin (never matching names):
 
 * patch embedding ``patch_embed.projection`` (Conv2d; input kept at 8 bits);
@@ -24,8 +24,7 @@ from mmdet.models.layers.transformer.utils import PatchEmbed, PatchMerging
 from torch import Tensor, nn
 
 from ..nn import QuantConv2d, QuantLinear, QuantMatMul
-from .quant_plan import QuantPlan
-from .quant_recipe import QuantRecipe
+from ..plan import QuantizerFactory, QuantPlan
 from .torch_layers import quantize_linear_layers
 
 
@@ -42,9 +41,9 @@ class QuantWindowMSA(WindowMSA):
     input_offset: Tensor
 
     @classmethod
-    def convert(cls, msa: WindowMSA, recipe: QuantRecipe) -> QuantWindowMSA:
+    def convert(cls, msa: WindowMSA, factory: QuantizerFactory) -> QuantWindowMSA:
         msa.__class__ = cls
-        msa.qk_matmul, msa.av_matmul = recipe.attention_matmuls()
+        msa.qk_matmul, msa.av_matmul = factory.attention_matmuls()
         msa.register_buffer('input_offset', torch.zeros(msa.embed_dims))
         return msa
 
@@ -95,13 +94,13 @@ class QuantShiftWindowMSA(ShiftWindowMSA):
 
 
 def adapt_swin_backbone(
-    backbone: SwinTransformer, recipe: QuantRecipe, prefix: str = 'backbone'
+    backbone: SwinTransformer, factory: QuantizerFactory, prefix: str = 'backbone'
 ) -> QuantPlan:
     """Swap the quantization sites of an mmdet Swin backbone in place.
 
     Args:
         backbone: The float backbone.
-        recipe: Quantizer factory.
+        factory: Quantizer factory of the model.
         prefix: Qualified name of the backbone in the detector.
 
     Returns:
@@ -109,40 +108,38 @@ def adapt_swin_backbone(
     """
     if not isinstance(backbone, SwinTransformer):
         raise TypeError(f'{prefix}: expected mmdet SwinTransformer, got {type(backbone).__name__}')
-    plan = QuantPlan(recipe)
+    plan = QuantPlan(factory)
     pe = backbone.patch_embed
     if not isinstance(pe, PatchEmbed) or type(pe.projection) is not nn.Conv2d:
         raise TypeError(f'{prefix}.patch_embed: unsupported patch embedding {type(pe).__name__}')
     pe.projection = plan.add(
         f'{prefix}.patch_embed.projection',
-        QuantConv2d.from_float(
-            pe.projection, recipe.weight(), recipe.act(bits=recipe.patch_embed_abits)
-        ),
+        QuantConv2d.from_float(pe.projection, factory.weight(), factory.patch_embed_act()),
     )
     for i, stage in enumerate(backbone.stages):
         for j, block in enumerate(stage.blocks):
             p = f'{prefix}.stages.{i}.blocks.{j}'
             shift_msa = block.attn
-            w_msa = QuantWindowMSA.convert(shift_msa.w_msa, recipe)
+            w_msa = QuantWindowMSA.convert(shift_msa.w_msa, factory)
             QuantShiftWindowMSA.convert(shift_msa)
             w_msa.qkv = plan.add(
                 f'{p}.attn.w_msa.qkv',
-                QuantLinear.from_float(w_msa.qkv, recipe.weight(), recipe.post_ln_act()),
+                QuantLinear.from_float(w_msa.qkv, factory.weight(), factory.post_ln_act()),
             )
             plan.add(f'{p}.attn.w_msa.qk_matmul', w_msa.qk_matmul)
             plan.add(f'{p}.attn.w_msa.av_matmul', w_msa.av_matmul)
             plan.post_softmax_sites.append(f'{p}.attn.w_msa.av_matmul')
             w_msa.proj = plan.add(
                 f'{p}.attn.w_msa.proj',
-                QuantLinear.from_float(w_msa.proj, recipe.weight(), recipe.act()),
+                QuantLinear.from_float(w_msa.proj, factory.weight(), factory.act()),
             )
             fc1_seq, fc2 = block.ffn.layers[0], block.ffn.layers[1]
             fc1_seq[0] = plan.add(
                 f'{p}.ffn.layers.0.0',
-                QuantLinear.from_float(fc1_seq[0], recipe.weight(), recipe.post_ln_act()),
+                QuantLinear.from_float(fc1_seq[0], factory.weight(), factory.post_ln_act()),
             )
             block.ffn.layers[1] = plan.add(
-                f'{p}.ffn.layers.1', QuantLinear.from_float(fc2, recipe.weight(), recipe.act())
+                f'{p}.ffn.layers.1', QuantLinear.from_float(fc2, factory.weight(), factory.act())
             )
             plan.add_pair(
                 f'{p}.norm1', block.norm1, [f'{p}.attn.w_msa.qkv'], zero_image_owner=w_msa
@@ -157,7 +154,7 @@ def adapt_swin_backbone(
                 )
             name = f'{prefix}.stages.{i}.downsample.reduction'
             ds.reduction = plan.add(
-                name, QuantLinear.from_float(ds.reduction, recipe.weight(), recipe.post_ln_act())
+                name, QuantLinear.from_float(ds.reduction, factory.weight(), factory.post_ln_act())
             )
             plan.add_pair(f'{prefix}.stages.{i}.downsample.norm', ds.norm, [name])
     return plan
@@ -167,18 +164,18 @@ def adapt_swin_backbone(
 DETECTOR_HEADS = ('neck', 'rpn_head', 'roi_head', 'bbox_head', 'mask_head')
 
 
-def adapt_mmdet_detector(detector: nn.Module, recipe: QuantRecipe) -> QuantPlan:
+def adapt_mmdet_detector(detector: nn.Module, factory: QuantizerFactory) -> QuantPlan:
     """Quantize an mmdet detector with a Swin backbone.
 
-    The backbone always; with ``recipe.scope == 'whole'`` also every Conv2d and
+    The backbone always; with ``factory.recipe.scope == 'whole'`` also every Conv2d and
     Linear of the neck and heads (``ConvTranspose2d``, norms and RoI ops stay float).
     """
     if not hasattr(detector, 'backbone'):
         raise TypeError(f'{type(detector).__name__} has no backbone to quantize')
-    plan = adapt_swin_backbone(detector.backbone, recipe, 'backbone')
-    if recipe.scope == 'whole':
+    plan = adapt_swin_backbone(detector.backbone, factory, 'backbone')
+    if factory.recipe.scope == 'whole':
         for attr in DETECTOR_HEADS:
             module = getattr(detector, attr, None)
             if isinstance(module, nn.Module):
-                plan.extend(quantize_linear_layers(module, recipe, attr))
+                plan.extend(quantize_linear_layers(module, factory, attr))
     return plan

@@ -1,10 +1,10 @@
 """Adapter for timm's ``SwinTransformer`` (Swin-T/S/B classifiers).
 
-Every site of the protocol in METHOD.md is declared explicitly, walking the
+Every site of the protocol in docs/method.md is declared explicitly, walking the
 module structure of timm 1.0.x (never matching names):
 
 * patch embedding ``patch_embed.proj`` (Conv2d; input kept at
-  ``recipe.patch_embed_abits``);
+  the recipe's ``patch_embed_abits``);
 * per stage ``layers.i``: the patch merging ``downsample.reduction`` (post-LN,
   pair ``downsample.norm``; in timm the merging opens the stage, i > 0, and
   its norm runs right before the reduction);
@@ -12,7 +12,7 @@ module structure of timm 1.0.x (never matching names):
   (``attn.qk_matmul``) and ``attn @ v`` (``attn.av_matmul``, the attention map
   through the recipe's post-Softmax quantizer), ``attn.proj``, ``mlp.fc1``
   (post-LN, pair ``norm2``) and ``mlp.fc2``;
-* the classifier ``head.fc`` when ``recipe.scope`` is ``'whole'``.
+* the classifier ``head.fc`` when ``factory.recipe.scope`` is ``'whole'``.
 
 Two classes are swapped in (``__class__`` swap: parameters, buffers and
 state-dict keys are kept; only ``input_offset`` is added):
@@ -49,9 +49,8 @@ from timm.models.swin_transformer import (
 from torch import Tensor, nn
 
 from ..nn import QuantMatMul
-from .quant_plan import QuantPlan
-from .quant_recipe import QuantRecipe
-from .timm_vit import (
+from ..plan import QuantizerFactory, QuantPlan
+from .common import (
     check_layernorm,
     check_mlp,
     check_type,
@@ -76,20 +75,20 @@ class QuantWindowAttention(WindowAttention):
     input_offset: Tensor
 
     @classmethod
-    def convert(cls, attn: WindowAttention, recipe: QuantRecipe) -> QuantWindowAttention:
+    def convert(cls, attn: WindowAttention, factory: QuantizerFactory) -> QuantWindowAttention:
         """Turn ``attn`` into a :class:`QuantWindowAttention` in place and return it.
 
         Args:
             attn: A timm ``WindowAttention`` (exact class).
-            recipe: Quantizer factory: ``q``, ``k`` and ``v`` through
-                ``recipe.act()``, the attention map through ``recipe.softmax()``
-                calibrated with ``recipe.softmax_objective``.
+            factory: Quantizer factory of the model: ``q``, ``k`` and ``v`` through
+                ``factory.act()``, the attention map through ``factory.softmax()``
+                calibrated with the recipe's ``softmax_objective``.
 
         Returns:
             The same object, now a :class:`QuantWindowAttention`.
         """
         attn.__class__ = cls
-        attn.qk_matmul, attn.av_matmul = recipe.attention_matmuls()
+        attn.qk_matmul, attn.av_matmul = factory.attention_matmuls()
         dev = attn.relative_position_bias_table.device
         attn.register_buffer('input_offset', torch.zeros(attn.dim, device=dev))
         return attn
@@ -220,12 +219,14 @@ def check_swin_block(block: nn.Module, name: str) -> None:
     check_layernorm(block.norm2, f'{name}.norm2')
 
 
-def adapt_swin_block(block: nn.Module, recipe: QuantRecipe, name: str, plan: QuantPlan) -> None:
+def adapt_swin_block(
+    block: nn.Module, factory: QuantizerFactory, name: str, plan: QuantPlan
+) -> None:
     """Swap the quantization sites of one timm ``SwinTransformerBlock`` in place.
 
     Args:
         block: The block.
-        recipe: Quantizer factory.
+        factory: Quantizer factory of the model.
         name: Qualified name of ``block``.
         plan: Plan the sites and pairs are added to.
 
@@ -235,24 +236,24 @@ def adapt_swin_block(block: nn.Module, recipe: QuantRecipe, name: str, plan: Qua
     check_swin_block(block, name)
     p = f'{name}.attn'
     attn = block.attn
-    attn.qkv = quantize_linear(attn.qkv, recipe, f'{p}.qkv', plan, post_ln=True)
-    QuantWindowAttention.convert(attn, recipe)
+    attn.qkv = quantize_linear(attn.qkv, factory, f'{p}.qkv', plan, post_ln=True)
+    QuantWindowAttention.convert(attn, factory)
     QuantSwinTransformerBlock.convert(block)
     plan.add(f'{p}.qk_matmul', attn.qk_matmul)
     plan.add(f'{p}.av_matmul', attn.av_matmul)
     plan.post_softmax_sites.append(f'{p}.av_matmul')
-    attn.proj = quantize_linear(attn.proj, recipe, f'{p}.proj', plan)
+    attn.proj = quantize_linear(attn.proj, factory, f'{p}.proj', plan)
     plan.add_pair(f'{name}.norm1', block.norm1, [f'{p}.qkv'], zero_image_owner=attn)
-    quantize_mlp(block.mlp, recipe, f'{name}.mlp', plan)
+    quantize_mlp(block.mlp, factory, f'{name}.mlp', plan)
     plan.add_pair(f'{name}.norm2', block.norm2, [f'{name}.mlp.fc1'])
 
 
-def check_timm_swin(model: nn.Module, recipe: QuantRecipe, prefix: str = '') -> None:
+def check_timm_swin(model: nn.Module, factory: QuantizerFactory, prefix: str = '') -> None:
     """Raise a ``TypeError`` naming the module unless ``model`` is fully supported.
 
     Args:
         model: The float model.
-        recipe: The recipe (its scope decides whether the head is checked).
+        factory: Quantizer factory (its recipe's scope decides whether the head is checked).
         prefix: Qualified name of ``model``.
     """
     check_type(model, SwinTransformer, prefix or 'model')
@@ -269,18 +270,20 @@ def check_timm_swin(model: nn.Module, recipe: QuantRecipe, prefix: str = '') -> 
             check_type(ds.reduction, nn.Linear, f'{sp}.downsample.reduction')
         for j, block in enumerate(stage.blocks):
             check_swin_block(block, f'{sp}.blocks.{j}')
-    if recipe.scope == 'whole':
+    if factory.recipe.scope == 'whole':
         check_type(model.head, ClassifierHead, qualified(prefix, 'head'))
         if not isinstance(model.head.fc, nn.Identity):
             check_type(model.head.fc, nn.Linear, qualified(prefix, 'head.fc'))
 
 
-def adapt_timm_swin(model: SwinTransformer, recipe: QuantRecipe, prefix: str = '') -> QuantPlan:
+def adapt_timm_swin(
+    model: SwinTransformer, factory: QuantizerFactory, prefix: str = ''
+) -> QuantPlan:
     """Swap the quantization sites of a timm ``SwinTransformer`` in place.
 
     Args:
         model: The float model (not yet adapted).
-        recipe: Quantizer factory; ``recipe.scope == 'whole'`` also quantizes
+        recipe: Quantizer factory; ``factory.recipe.scope == 'whole'`` also quantizes
             ``head.fc``, ``'backbone'`` keeps it float.
         prefix: Qualified name of ``model`` in the module the plan's site names
             refer to (e.g. ``'timm_model'`` for a wrapper); ``''`` for the model.
@@ -292,22 +295,22 @@ def adapt_timm_swin(model: SwinTransformer, recipe: QuantRecipe, prefix: str = '
     Raises:
         TypeError: On an unsupported model or sub-module (named in the message).
     """
-    check_timm_swin(model, recipe, prefix)  # a rejected model is left untouched
-    plan = QuantPlan(recipe)
+    check_timm_swin(model, factory, prefix)  # a rejected model is left untouched
+    plan = QuantPlan(factory)
     pe = model.patch_embed
-    pe.proj = quantize_patch_embed(pe.proj, recipe, qualified(prefix, 'patch_embed.proj'), plan)
+    pe.proj = quantize_patch_embed(pe.proj, factory, qualified(prefix, 'patch_embed.proj'), plan)
     for i, stage in enumerate(model.layers):
         sp = qualified(prefix, f'layers.{i}')
         ds = stage.downsample
         if not isinstance(ds, nn.Identity):
             # PatchMerging pads its input *before* the norm: a zero there is a raw zero.
             ds.reduction = quantize_linear(
-                ds.reduction, recipe, f'{sp}.downsample.reduction', plan, post_ln=True
+                ds.reduction, factory, f'{sp}.downsample.reduction', plan, post_ln=True
             )
             plan.add_pair(f'{sp}.downsample.norm', ds.norm, [f'{sp}.downsample.reduction'])
         for j, block in enumerate(stage.blocks):
-            adapt_swin_block(block, recipe, f'{sp}.blocks.{j}', plan)
-    if recipe.scope == 'whole' and not isinstance(model.head.fc, nn.Identity):
+            adapt_swin_block(block, factory, f'{sp}.blocks.{j}', plan)
+    if factory.recipe.scope == 'whole' and not isinstance(model.head.fc, nn.Identity):
         head = model.head
-        head.fc = quantize_linear(head.fc, recipe, qualified(prefix, 'head.fc'), plan)
+        head.fc = quantize_linear(head.fc, factory, qualified(prefix, 'head.fc'), plan)
     return plan

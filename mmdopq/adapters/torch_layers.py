@@ -5,8 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..nn import QuantConv2d, QuantLinear, QuantModuleMixin
-from .quant_plan import QuantPlan
-from .quant_recipe import QuantRecipe
+from ..plan import QuantizerFactory, QuantPlan
 
 
 def _supported(module: nn.Module, base: type) -> bool:
@@ -18,7 +17,7 @@ def _supported(module: nn.Module, base: type) -> bool:
     return cls.__name__ == base.__name__ and cls.__module__.startswith('mmcv.cnn.bricks.wrappers')
 
 
-def quantize_linear_layers(root: nn.Module, recipe: QuantRecipe, prefix: str) -> QuantPlan:
+def quantize_linear_layers(root: nn.Module, factory: QuantizerFactory, prefix: str) -> QuantPlan:
     """Replace every ``nn.Conv2d`` and ``nn.Linear`` under ``root`` by its quantized form.
 
     ``nn.ConvTranspose2d`` (mask upsampling) is not a Conv2d and stays float, as
@@ -28,13 +27,13 @@ def quantize_linear_layers(root: nn.Module, recipe: QuantRecipe, prefix: str) ->
 
     Args:
         root: Module to walk (e.g. the neck or a RoI head).
-        recipe: Quantizer factory.
+        factory: Quantizer factory of the model.
         prefix: Qualified name of ``root`` in the model.
 
     Returns:
         A plan declaring each replaced layer as a site.
     """
-    plan = QuantPlan(recipe)
+    plan = QuantPlan(factory)
     for parent_name, parent in list(root.named_modules()):
         if isinstance(parent, QuantModuleMixin):
             continue
@@ -48,14 +47,14 @@ def quantize_linear_layers(root: nn.Module, recipe: QuantRecipe, prefix: str) ->
                         f'{name}: {type(child).__module__}.{type(child).__name__} is '
                         'a Conv2d subclass mmdopq cannot quantize faithfully'
                     )
-                new = QuantConv2d.from_float(child, recipe.weight(), recipe.act())
+                new = QuantConv2d.from_float(child, factory.weight(), factory.act())
             elif isinstance(child, nn.Linear):
                 if not _supported(child, nn.Linear):
                     raise TypeError(
                         f'{name}: {type(child).__module__}.{type(child).__name__} is '
                         'a Linear subclass mmdopq cannot quantize faithfully'
                     )
-                new = QuantLinear.from_float(child, recipe.weight(), recipe.act())
+                new = QuantLinear.from_float(child, factory.weight(), factory.act())
             else:
                 continue
             setattr(parent, child_name, plan.add(name, new))

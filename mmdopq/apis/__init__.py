@@ -1,23 +1,14 @@
-"""High-level entry points: reference models and their data, recipe sweeps (demo, benchmark)."""
+"""User entry points.
 
-from .recipe_sweep import VARIANTS, RunSpec, run_quantize, summarize, write_results
-from .reference import (
-    REFERENCE_MODELS,
-    ReferenceModel,
-    ensure_data,
-    ensure_tune_split,
-    get_reference_model,
-)
+* :func:`quantize`, :func:`prepare`, :func:`calibrate`: quantize a PyTorch model in plain
+  PyTorch (no Runner, no config), see :mod:`mmdopq.calibrate`.
+* :mod:`mmdopq.apis.quantize_cli`: the config-driven tool (``mmdopq-quantize``,
+  ``python -m mmdopq quantize``, ``tools/quantize.py``): build the model from an mmdopq
+  config, load a checkpoint, calibrate in the hook, evaluate, save ``quantized.pth`` and
+  ``results.json``. Imported on demand (it needs mmengine).
+"""
 
-__all__ = [
-    'REFERENCE_MODELS',
-    'VARIANTS',
-    'ReferenceModel',
-    'RunSpec',
-    'ensure_data',
-    'ensure_tune_split',
-    'get_reference_model',
-    'run_quantize',
-    'summarize',
-    'write_results',
-]
+from ..calibrate import calibrate, prepare, quantize
+from ..recipe import RECIPES, QuantRecipe
+
+__all__ = ['RECIPES', 'QuantRecipe', 'calibrate', 'prepare', 'quantize']

@@ -1,6 +1,6 @@
-"""Runner-side components of mmdopq: hooks (calibration, observability), loops and runners.
+"""Runner-side components of mmdopq: the calibration hook.
 
-Imported lazily by MMEngine for :data:`mmdopq.registry.RUNNERS` and :data:`~mmdopq.registry.LOOPS`.
+Imported by MMEngine on the first use of :data:`mmdopq.registry.HOOKS`.
 """
 
 from . import hooks  # noqa: F401  (registers the hooks)

@@ -9,7 +9,9 @@ from mmengine.registry import MODELS as ROOT_MODELS
 from mmengine.registry import DefaultScope
 from torch import nn
 
-from ..adapters import QuantPlan, QuantRecipe, get_adapter
+from ..calibrate import prepare
+from ..plan import QuantPlan
+from ..recipe import QuantRecipe
 from ..registry import MODELS
 
 _CLASS_CACHE: dict[type, type] = {}
@@ -30,11 +32,12 @@ class QuantizedModel:
 
     Args:
         architecture: Config of the float model (e.g. ``MaskRCNN``).
-        quant: The quantization config (see :class:`~mmdopq.adapters.QuantRecipe`).
+        quant: The quantization config (see :class:`~mmdopq.recipe.QuantRecipe`).
         data_preprocessor: Overrides ``architecture.data_preprocessor`` if given.
         init_cfg: Overrides ``architecture.init_cfg`` if given.
         adapter: Adapter name, or ``'auto'`` to pick one from the model.
-        scope: Registry scope the architecture is built in.
+        scope: Registry scope the architecture is built in; ``None`` (default): the config's
+            ``default_scope`` (the scope in force when the model is built), else ``'mmdet'``.
 
     Attributes (of the returned model):
         quant_plan (QuantPlan): Declared sites, LayerNorm pairs, calibration steps.
@@ -53,7 +56,7 @@ class QuantizedModel:
         data_preprocessor: Optional[dict] = None,
         init_cfg: Optional[Any] = None,
         adapter: str = 'auto',
-        scope: str = 'mmdet',
+        scope: Optional[str] = None,
     ) -> nn.Module:
         if not isinstance(architecture, dict) or 'type' not in architecture:
             raise ValueError('QuantizedModel needs `architecture`, a model config with a type')
@@ -63,15 +66,14 @@ class QuantizedModel:
             arch['data_preprocessor'] = data_preprocessor
         if init_cfg is not None:
             arch['init_cfg'] = init_cfg
+        if scope is None:
+            current = DefaultScope.get_current_instance()
+            # an mmdopq-scoped base (`mmdopq::`) marks its dicts with scope mmdopq: not a host
+            scope = current.scope_name if current and current.scope_name != 'mmdopq' else 'mmdet'
         with DefaultScope.overwrite_default_scope(scope):
             model = ROOT_MODELS.build(arch)
-        float_keys = set(model.state_dict())
-        # The float recipe keeps the stock model (its float timings are the baseline).
-        plan = QuantPlan(recipe) if recipe.is_float else get_adapter(adapter, model)(model, recipe)
+        prepare(model, recipe, adapter=adapter)
         model.__class__ = _quantized_class(type(model))
-        model.quant_plan = plan
-        model.quant_recipe = recipe
-        model.quant_state_keys = set(model.state_dict()) - float_keys
         return model
 
     def __init__(self, *args, **kwargs) -> None:

@@ -2,7 +2,7 @@
 
 This is a **reconstruction** of the Tan Quantizer of DopQ-ViT: the paper's
 exact equation could not be retrieved, so mmdopq implements the form described
-in ``METHOD.md``:
+in ``docs/method.md``:
 
 * map ``x`` in ``[0, 1]`` through a tangent centred at ``c`` with curvature
   ``alpha``: ``u = (tan(alpha * (x - c)) - lo) / (hi - lo)`` with

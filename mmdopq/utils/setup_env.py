@@ -28,7 +28,6 @@ def register_all_modules(init_default_scope: bool = True) -> None:
 
     register_mmdet_modules(init_default_scope=False)
 
-    import mmdopq.datasets  # noqa: F401
     import mmdopq.engine  # noqa: F401
     import mmdopq.evaluation  # noqa: F401
     import mmdopq.models  # noqa: F401

@@ -15,7 +15,7 @@ from packaging.version import InvalidVersion, Version
 
 FIX_HINT = (
     'Fix: run `make install` in the mmdopq repository (it sets up the virtual '
-    'environment with the supported versions, see README.md).'
+    'environment with the supported versions, see docs/install.md).'
 )
 
 

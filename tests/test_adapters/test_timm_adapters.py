@@ -11,16 +11,18 @@ from timm.models.deit import VisionTransformerDistilled
 from timm.models.swin_transformer import SwinTransformer
 from torch import nn
 
-from mmdopq.adapters import ADAPTERS, COMPONENTS, QuantRecipe, get_adapter
+from mmdopq.adapters import ADAPTERS, adapt_timm_classifier, get_adapter
 from mmdopq.adapters.timm_swin import (
     QuantSwinTransformerBlock,
     QuantWindowAttention,
     adapt_timm_swin,
 )
-from mmdopq.adapters.timm_vit import QuantAttention, adapt_timm_classifier, adapt_timm_vit
+from mmdopq.adapters.timm_vit import QuantAttention, adapt_timm_vit
 from mmdopq.nn import QuantConv2d, QuantLinear, QuantMatMul, set_quant_mode
+from mmdopq.plan import COMPONENTS, QuantizerFactory
 from mmdopq.quantizers import LogSqrt2Quantizer, TanQuantizer, UniformQuantizer
 from mmdopq.quantizers.tan_quantizer import alpha_bound
+from mmdopq.recipe import QuantRecipe
 
 VIT_KW = dict(
     pretrained=False, img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=10
@@ -92,7 +94,7 @@ def recipe(name: str = 'dopq', **kw) -> QuantRecipe:
 
 
 def adapt(model: nn.Module, rcp: QuantRecipe):
-    return get_adapter('auto', model)(model, rcp)
+    return get_adapter('auto', model)(model, QuantizerFactory(rcp))
 
 
 def calibrate(model, plan, arch, n_batches=2):
@@ -371,7 +373,7 @@ class Wrapper(nn.Module):
 @pytest.mark.parametrize('arch', ('vit', 'swin'))
 def test_wrapper_prefix_and_auto(arch):
     wrapper = Wrapper(build(arch))
-    plan = get_adapter('auto', wrapper)(wrapper, recipe('dopq' if arch == 'swin' else 'repq'))
+    plan = adapt(wrapper, recipe('dopq' if arch == 'swin' else 'repq'))
     assert all(n.startswith('timm_model.') for n in plan.sites)
     modules = dict(wrapper.named_modules())
     assert all(modules[n] is s for n, s in plan.sites.items())
@@ -385,15 +387,15 @@ def test_named_adapters_check_architecture():
         assert name in ADAPTERS
     vit, swin = build('vit'), build('swin')
     with pytest.raises(TypeError, match='SwinTransformer'):
-        ADAPTERS['timm_swin']()(vit, recipe())
+        ADAPTERS['timm_swin']()(vit, QuantizerFactory(recipe()))
     with pytest.raises(TypeError, match='VisionTransformer'):
-        ADAPTERS['timm_vit']()(swin, recipe())
-    assert len(ADAPTERS['timm_vit']()(vit, recipe()).post_softmax_sites) == 2
-    assert adapt_timm_classifier(swin, recipe()).sites
+        ADAPTERS['timm_vit']()(swin, QuantizerFactory(recipe()))
+    assert len(ADAPTERS['timm_vit']()(vit, QuantizerFactory(recipe())).post_softmax_sites) == 2
+    assert adapt_timm_classifier(swin, QuantizerFactory(recipe())).sites
 
 
 def test_rejects_unsupported():
-    rcp = recipe()
+    rcp = QuantizerFactory(recipe())
     with pytest.raises(TypeError, match='attn_pool'):
         adapt_timm_vit(timm.create_model('vit_tiny_patch16_224', global_pool='map', **VIT_KW), rcp)
     with pytest.raises(TypeError, match=r'blocks\.0\.attn'):

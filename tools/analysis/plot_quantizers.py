@@ -10,7 +10,7 @@ with each quantizer's mean squared error in the legend:
 
 * ``UniformQuantizer(bits, method='percentile')``: the RepQ-ViT activation initialisation;
 * ``LogSqrt2Quantizer(bits)``: the RepQ-ViT post-Softmax baseline;
-* ``TanQuantizer(bits)``: mmdopq's reconstruction of DopQ-ViT's TanQ (see METHOD.md).
+* ``TanQuantizer(bits)``: mmdopq's reconstruction of DopQ-ViT's TanQ (see docs/method.md).
 
 The input is either a saved tensor (``torch.save`` of a post-Softmax tensor, values in
 ``[0, 1]``) or a seeded synthetic sample: the softmax over the last axis of Student-t
@@ -28,7 +28,6 @@ import argparse
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from typing import Optional
 
@@ -45,6 +44,7 @@ from mmdopq.quantizers import (
     UniformQuantizer,
     check_bits,
 )
+from mmdopq.utils.fileio import write_atomic
 
 #: Synthetic logit distributions: name -> description used in titles.
 SYNTHETIC_KINDS = {
@@ -197,20 +197,7 @@ def describe(q: BaseQuantizer) -> str:
 
 def _atomic_savefig(fig: Figure, out: str) -> None:
     """Write ``fig`` as a PNG to ``out`` through a temporary file in the same directory."""
-    out_dir = os.path.dirname(os.path.abspath(out))
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(out)}.', suffix='.tmp', dir=out_dir)
-    try:
-        with os.fdopen(fd, 'wb') as fh:
-            fig.savefig(fh, format='png', dpi=120)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(out, lambda tmp: fig.savefig(tmp, format='png', dpi=120))
 
 
 def plot_quantizers(x: Tensor, bits: int, out: str, title: str = '') -> dict[str, float]:

@@ -19,23 +19,19 @@ from __future__ import annotations
 
 import math
 import os.path as osp
-import sys
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-import quantize  # noqa: E402  (tools/quantize.py: config, checkpoint and load helpers)
-
-from mmdopq.utils.fileio import dump_json_atomic, write_text_atomic  # noqa: E402
+from mmdopq.apis import analysis
+from mmdopq.utils.fileio import dump_json_atomic, write_text_atomic
 
 DEFAULT_MARGINS = (0.05, 0.1, 0.2, 0.3)
 
 
 def parse_args(argv=None):
-    parser = quantize.analysis_parser(
+    parser = analysis.analysis_parser(
         'mmdopq: float vs quantized predictions of a classifier, image by image',
         'prediction_changes.{json,md}',
     )
@@ -136,7 +132,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     from mmdopq.quantizers import BaseQuantizer, quantizers_off
 
-    cfg, recipe, runner, model, loaded, _ = quantize.build_analysis_runner(
+    cfg, recipe, runner, model, loaded, _ = analysis.build_analysis_runner(
         args, 'prediction_changes'
     )
     quantizers = [m for m in model.modules() if isinstance(m, BaseQuantizer)]
@@ -172,7 +168,7 @@ def main(argv=None) -> dict:
         torch.stack(scores), quant_scores, torch.tensor(labels), args.margins
     )
     record = dict(
-        **quantize.analysis_record(args.config, args.checkpoint, recipe, loaded, argv),
+        **analysis.analysis_record(args.config, args.checkpoint, recipe, loaded, argv),
         result=result,
     )
     text = markdown(record)

@@ -28,21 +28,17 @@ from __future__ import annotations
 
 import os.path as osp
 import re
-import sys
 import time
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-import quantize  # noqa: E402  (tools/quantize.py: config, checkpoint and load helpers)
-
-from mmdopq.utils.fileio import dump_json_atomic, write_text_atomic  # noqa: E402
+from mmdopq.apis import analysis
+from mmdopq.utils.fileio import dump_json_atomic, write_text_atomic
 
 KINDS = ('act', 'weight', 'all')
 GROUPINGS = ('role', 'component')
 
 
 def parse_args(argv=None):
-    parser = quantize.analysis_parser(
+    parser = analysis.analysis_parser(
         'mmdopq: per-group quantization sensitivity of a quantized model',
         'sensitivity.{json,md}',
     )
@@ -181,7 +177,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     from mmdopq.quantizers import BaseQuantizer, quantizers_off
 
-    cfg, recipe, runner, model, loaded, _ = quantize.build_analysis_runner(args, 'sensitivity')
+    cfg, recipe, runner, model, loaded, _ = analysis.build_analysis_runner(args, 'sensitivity')
     quantizers = {
         n: m for n, m in model.named_modules() if isinstance(m, BaseQuantizer) and m.enabled
     }
@@ -231,7 +227,7 @@ def main(argv=None) -> dict:
         )
     rows.sort(key=lambda r: -r['recovered'])
     record = dict(
-        **quantize.analysis_record(args.config, args.checkpoint, recipe, loaded, argv),
+        **analysis.analysis_record(args.config, args.checkpoint, recipe, loaded, argv),
         kind=args.kind,
         by=args.by,
         expand=args.expand,

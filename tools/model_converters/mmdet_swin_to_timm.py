@@ -2,14 +2,14 @@
 
 The reference Swin classifier starts from the backbone of the reference Swin Mask R-CNN (the
 classification analogue of an ImageNet-pretrained backbone, which these machines cannot
-download)::
+download), run from the repository root::
 
-    python tools/model_converters/mmdet_swin_to_timm.py \\
+    python -m tools.model_converters.mmdet_swin_to_timm \\
         checkpoints/reference/mask-rcnn_swin-ref-p4-w7_fpn_synthetic-shapes.pth \\
         configs/reference/swin-ref-p4-w7_synthetic-cls.py work_dirs/swin_cls_init.pth
 
 * keys and the patch-merging channel order are mapped by
-  :func:`mmdopq.utils.swin_checkpoint.mmdet_swin_to_timm` (exact: an mmdet and a timm Swin
+  :func:`.swin_checkpoint.mmdet_swin_to_timm` (exact: an mmdet and a timm Swin
   with the converted weights give the same features);
 * the classifier of ``CONFIG`` (an mmpretrain ``TimmClassifier``, float or under
   ``mmdopq.QuantizedModel``) is built to check the result: every key but the head's must be
@@ -28,11 +28,8 @@ import torch
 
 import mmdopq  # noqa: F401  (checkpoint compat)
 from mmdopq.utils.fileio import file_sha256, write_atomic
-from mmdopq.utils.swin_checkpoint import (
-    crop_relative_position_table,
-    mmdet_swin_to_timm,
-    table_window,
-)
+
+from .swin_checkpoint import crop_relative_position_table, mmdet_swin_to_timm, table_window
 
 TABLE_SUFFIX = 'relative_position_bias_table'
 

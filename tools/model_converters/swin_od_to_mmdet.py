@@ -3,9 +3,10 @@
 The float checkpoints behind the published RepQ-ViT / DopQ-ViT COCO numbers come from
 https://github.com/SwinTransformer/Swin-Transformer-Object-Detection (Mask R-CNN and Cascade
 Mask R-CNN with a Swin backbone, mmdet 2.x). This tool maps every key to the mmdet 3.x model of
-our configs (``mmdet::swin/mask-rcnn_swin-*`` and ``configs/float/cascade-mask-rcnn_swin-*``)::
+our configs (``mmdet::swin/mask-rcnn_swin-*`` and ``configs/float/cascade-mask-rcnn_swin-*``),
+run from the repository root::
 
-    python tools/model_converters/swin_od_to_mmdet.py SRC DST [--config CFG]
+    python -m tools.model_converters.swin_od_to_mmdet SRC DST [--config CFG]
 
 * ``SRC``: the 2.x checkpoint (its ``state_dict`` or ``model`` entry, or a bare state dict);
 * every key must match a rule (:data:`BACKBONE_RENAMES`, :data:`KEPT`): an unknown key is an
@@ -30,7 +31,7 @@ from typing import Callable, Optional
 
 import torch
 
-from mmdopq.utils.swin_checkpoint import merge_channel_index
+from .swin_checkpoint import merge_channel_index
 
 
 def _merge_reduction(w: torch.Tensor) -> torch.Tensor:

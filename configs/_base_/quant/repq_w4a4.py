@@ -1,5 +1,7 @@
 # RepQ-ViT: log-sqrt2 post-Softmax + exact mean-scale LayerNorm fold, W4/A4.
-# Owns the top-level key `quant` (see mmdopq.adapters.QuantRecipe for every key).
+# Owns the top-level key `quant` (see mmdopq.recipe.QuantRecipe for every key).
+# Ablations need no base of their own: `--recipe tanq_only|mosf_only`, or another fold rule
+# with `--cfg-options model.quant.reparam_rule=mean|median` (mmdopq-quantize options).
 quant = dict(
     recipe='repq',
     wbits=4,

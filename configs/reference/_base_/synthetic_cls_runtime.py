@@ -7,7 +7,7 @@ _base_ = ['mmpretrain::_base_/default_runtime.py']
 
 data_root = 'data/reference_cls/'
 num_classes = 12
-# How the data is made (read by mmdopq.apis.ensure_data, the demo and the benchmark).
+# How the data is made (read by benchmarks.reference.ensure_data, the demo and the benchmark).
 synthetic_data = dict(
     kind='cls',
     out_dir=data_root,

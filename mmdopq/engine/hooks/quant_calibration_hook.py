@@ -19,6 +19,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.registry import DATASETS
 from mmengine.utils import ProgressBar
 
+from ...calibrate import calibrate
 from ...models import QuantizedModel
 from ...nn import set_quant_mode
 from ...registry import HOOKS
@@ -148,6 +149,25 @@ class QuantCalibrationHook(Hook):
             raise RuntimeError(f'calibration image {info.get("img_path", idx)!r} produced no data')
         return item
 
+    def forward_loop(self, dataset, indices: list[int], batch_size: int):
+        """The ``forward_loop`` of :func:`mmdopq.apis.calibrate` over ``indices`` of ``dataset``.
+
+        Items are loaded and collated as mmengine's test loop does and run through the
+        model's ``test_step`` in chunks of ``batch_size``, with a progress bar on rank 0.
+        """
+
+        def run(model) -> None:
+            bar = ProgressBar(len(indices)) if is_main_process() else None
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start : start + batch_size]
+                model.test_step(pseudo_collate([self.load_item(dataset, i) for i in chunk]))
+                if bar:
+                    bar.update(len(chunk))
+            if bar:
+                print(flush=True)
+
+        return run
+
     # -- calibration -------------------------------------------------------------------
     @torch.no_grad()
     def calibrate(self, runner) -> Optional[dict]:
@@ -172,27 +192,21 @@ class QuantCalibrationHook(Hook):
             self.record = dict(skipped=True)
             return self.record
         recipe = model.quant_recipe
-        times = {}
         # building the calibration dataset (a directory scan or annotation parse) is part of
         # the calibration's cost: timed here, not left to the evaluation that follows
         t0 = time.perf_counter()
         dataset = self.build_dataset(runner)
         indices = self.select(dataset)
         infos = [dataset.get_data_info(i) for i in indices]
-        times['dataset_s'] = time.perf_counter() - t0
+        dataset_s = time.perf_counter() - t0
         ids = [info.get('img_id', info.get('img_path', i)) for info, i in zip(infos, indices)]
         logger.info(
             f'mmdopq: calibrating {recipe.recipe} {recipe.bits_tag} (scope '
             f'{recipe.scope}) on {len(ids)} images ({self.selection}, seed {self.seed}): '
             f'ids {ids}'
         )
-        t = time.perf_counter()
-        was_training = model.training
-        model.eval()
-        sequential = recipe.calib_mode == 'sequential'
-        plan.start_calibration(model, sequential=sequential)
         batch_size = int(self.dataloader.get('batch_size', 1))
-        if sequential:
+        if recipe.calib_mode == 'sequential':
             # every layer calibrates at its first call: all images must be in that call
             batch_size = len(indices)
             logger.info(
@@ -200,47 +214,14 @@ class QuantCalibrationHook(Hook):
                 'go through the model as one batch; each layer calibrates on what the '
                 'quantized layers before it produce'
             )
-        bar = ProgressBar(len(indices)) if is_main_process() else None
-        try:
-            for start in range(0, len(indices), batch_size):
-                chunk = indices[start : start + batch_size]
-                model.test_step(pseudo_collate([self.load_item(dataset, i) for i in chunk]))
-                if bar:
-                    bar.update(len(chunk))
-        finally:
-            plan.stop_calibration()
-        if bar:
-            print(flush=True)
-        times['forward_s'] = time.perf_counter() - t
-        logger.info(
-            f'mmdopq: stage 1/3 calibration dataset: {times["dataset_s"]:.1f}s, '
-            f'{"sequential pass" if sequential else "observe"}: {times["forward_s"]:.1f}s'
-        )
+        logger.info(f'mmdopq: stage 1/3 calibration dataset: {dataset_s:.1f}s')
+        loop = self.forward_loop(dataset, indices, batch_size)
+        result = calibrate(model, loop, log=logger.info)
+        times = dict(dataset_s=dataset_s, **result['times'])
         t = time.perf_counter()
-        plan.calibrate_sites()
-        times['calibrate_s'] = time.perf_counter() - t
-        logger.info(
-            f'mmdopq: stage 1/3 calibrate {len(plan.sites)} sites: {times["calibrate_s"]:.1f}s'
-        )
-        t = time.perf_counter()
-        folds = plan.reparameterize()
-        times['reparameterize_s'] = time.perf_counter() - t
-        capped = sum(r.n_capped for r in folds.values())
-        logger.info(
-            f'mmdopq: stage 2/3 reparameterize {len(folds)} LayerNorms (rule '
-            f'{recipe.reparam_rule}, {capped} channels capped): '
-            f'{times["reparameterize_s"]:.1f}s'
-        )
-        t = time.perf_counter()
-        plan.recalibrate(model)
         rank_digests = self._broadcast(model)
-        times['recalibrate_s'] = time.perf_counter() - t
+        times['broadcast_s'] = time.perf_counter() - t
         times['total_s'] = time.perf_counter() - t0
-        logger.info(
-            f'mmdopq: stage 3/3 re-calibrate: {times["recalibrate_s"]:.1f}s; '
-            f'calibration total {times["total_s"]:.1f}s'
-        )
-        model.train(was_training)
         self.record = dict(
             skipped=False,
             num_images=len(ids),
@@ -251,7 +232,7 @@ class QuantCalibrationHook(Hook):
             calib_indices=indices,
             calib_files=[info.get('img_path') for info in infos],
             times=times,
-            plan=plan.summary(),
+            plan=result['plan'],
             recipe=recipe.to_dict(),
             world_size=get_world_size(),
             qparams_digest=rank_digests[0],

@@ -1,0 +1,75 @@
+"""The sweep's recipe variants: name -> ``--recipe`` of tools/quantize.py and extra options."""
+
+from __future__ import annotations
+
+#: The dense TanQ grid of ``tanq_only-fine_grid``: 19 centres x 21 curvature fractions (the
+#: default is 9 x 10) and a 9 x 9 refinement (default 5 x 5).
+FINE_CENTRES = [f'{0.05 * i:.2f}' for i in range(1, 20)]
+FINE_FRACTIONS = '0 .1 .2 .3 .4 .5 .6 .65 .7 .75 .8 .83 .86 .89 .91 .93 .95 .96 .97 .98 .99'.split()
+#: Benchmark variants: name -> (``--recipe`` of tools/quantize.py, extra ``--cfg-options``).
+#: The MOSF fold rules are the rows ``tanq_only`` (rule ``mean``: TanQ + RepQ-ViT's exact
+#: fold), ``dopq-median`` (rule ``median``) and ``dopq`` (rule ``mad``, i.e. MOSF). The
+#: ``*-qk_out`` rows add mmdopq's query-quantizer objective (error of ``q @ k^T``) to a recipe;
+#: the ``*-act_minmax`` rows calibrate activations on their min/max range instead of RepQ-ViT's
+#: percentile search, ``*-act_minmax_floor`` also floors their zero points (no level below the
+#: range); ``*-seq`` calibrate in RepQ-ViT's order (``calib_mode='sequential'``: each layer on
+#: what the quantized layers before it produce) instead of on float activations. The
+#: ``tanq_only-*`` rows vary TanQ's calibration alone (objective, symmetric form, a denser search
+#: grid) and the ``*-calib128`` rows calibrate on 128 images instead of 32.
+VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    'float': ('float', ()),
+    'repq': ('repq', ()),
+    'dopq': ('dopq', ()),
+    'tanq_only': ('tanq_only', ()),
+    'mosf_only': ('mosf_only', ()),
+    'dopq-median': ('dopq', ('model.quant.reparam_rule=median',)),
+    'repq-qk_out': ('repq', ('model.quant.qk_objective=output',)),
+    'dopq-qk_out': ('dopq', ('model.quant.qk_objective=output',)),
+    'repq-act_minmax': ('repq', ('model.quant.act_method=minmax',)),
+    'dopq-act_minmax': ('dopq', ('model.quant.act_method=minmax',)),
+    'repq-act_minmax_floor': (
+        'repq',
+        ('model.quant.act_method=minmax', 'model.quant.act_zero_point=floor'),
+    ),
+    'dopq-act_minmax_floor': (
+        'dopq',
+        ('model.quant.act_method=minmax', 'model.quant.act_zero_point=floor'),
+    ),
+    'repq-seq': ('repq', ('model.quant.calib_mode=sequential',)),
+    'dopq-seq': ('dopq', ('model.quant.calib_mode=sequential',)),
+    'tanq_only-tensor_obj': ('tanq_only', ('model.quant.softmax_objective=tensor',)),
+    'tanq_only-symmetric': ('tanq_only', ('model.quant.post_softmax=tan_symmetric',)),
+    'tanq_only-fine_grid': (
+        'tanq_only',
+        (
+            'model.quant.tanq_search.centres=[' + ','.join(FINE_CENTRES) + ']',
+            'model.quant.tanq_search.alpha_fractions=[' + ','.join(FINE_FRACTIONS) + ']',
+            'model.quant.tanq_search.refine_steps=9',
+        ),
+    ),
+    'repq-calib128': ('repq', ('custom_hooks.0.num_images=128',)),
+    'dopq-calib128': ('dopq', ('custom_hooks.0.num_images=128',)),
+}
+
+#: What each variant is, for tables.
+VARIANT_NOTES = {
+    'float': 'float model (no quantization)',
+    'repq': 'RepQ-ViT recipe: log-sqrt2 post-Softmax + mean fold',
+    'dopq': 'DopQ-ViT: TanQ + MOSF (fold rule mad)',
+    'tanq_only': 'TanQ + mean fold (= DopQ with fold rule mean)',
+    'mosf_only': 'log-sqrt2 + MOSF',
+    'dopq-median': 'TanQ + median fold (DopQ with fold rule median)',
+    'repq-qk_out': 'RepQ-ViT recipe, query quantizer calibrated on the q @ k^T error',
+    'dopq-qk_out': 'DopQ-ViT, query quantizer calibrated on the q @ k^T error',
+    'repq-act_minmax': 'RepQ-ViT recipe, activations calibrated on their min/max range',
+    'dopq-act_minmax': 'DopQ-ViT, activations calibrated on their min/max range',
+    'repq-act_minmax_floor': 'RepQ-ViT recipe, activations on min/max ranges, zero point floored',
+    'dopq-act_minmax_floor': 'DopQ-ViT, activations on min/max ranges, zero point floored',
+    'repq-seq': "RepQ-ViT recipe, calibrated in RepQ-ViT's order (on quantized inputs)",
+    'dopq-seq': "DopQ-ViT, calibrated in RepQ-ViT's order (on quantized inputs)",
+    'tanq_only-tensor_obj': 'TanQ calibrated on its own error (not the attn @ v error) + mean fold',
+    'tanq_only-symmetric': 'TanQ with the centre fixed at 0.5 + mean fold',
+    'tanq_only-fine_grid': 'TanQ searched on a 19 x 21 grid, 9 x 9 refinement + mean fold',
+    'repq-calib128': 'RepQ-ViT recipe calibrated on 128 images',
+    'dopq-calib128': 'DopQ-ViT calibrated on 128 images',
+}

@@ -1,0 +1,40 @@
+"""2-process gloo run under torchrun on CPU equals the single-process run."""
+
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+from tests.test_apis.test_quantize_cli_detection import run
+from tests.tiny_models import REPO
+
+
+def test_two_ranks_match_single_process(tiny_cfg, float_ckpt, tmp_path):
+    cfg = tiny_cfg('dopq', 4)
+    single = run(cfg, float_ckpt, tmp_path / 'single')
+    env = dict(os.environ, PYTHON=sys.executable, PORT='29517', OMP_NUM_THREADS='1')
+    out = subprocess.run(
+        [
+            'bash',
+            osp.join(REPO, 'tools', 'dist_quantize.sh'),
+            cfg,
+            float_ckpt,
+            '2',
+            '--work-dir',
+            str(tmp_path / 'dist'),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    dist = json.load(open(tmp_path / 'dist' / 'results.json'))
+    cal = dist['calibration']
+    assert cal['world_size'] == 2 and len(cal['rank_digests']) == 2
+    assert len(set(cal['rank_digests'])) == 1
+    # same quantized model as the single-process run, and the same (sharded) evaluation
+    assert cal['qparams_digest'] == single['calibration']['qparams_digest']
+    assert dist['metrics'] == single['metrics']
+    assert cal['calib_ids'] == single['calibration']['calib_ids']

@@ -1,0 +1,1 @@
+"""Analysis tools: attention dumps, quantizer plots, prediction changes, sensitivity."""
