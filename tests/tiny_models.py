@@ -1,6 +1,7 @@
 """Tiny models and data for the tests: Swin (Cascade) Mask R-CNN on tiny COCO data, timm
 classifiers on tiny image folders. The fixtures that use them are in ``tests/conftest.py``."""
 
+import os
 import os.path as osp
 
 import torch
@@ -137,7 +138,11 @@ TINY = {
 }
 
 
-def tiny_config(arch: str, recipe: str, data: dict, out_dir, bits: int = 4, **over) -> str:
+def tiny_config(
+    arch: str, recipe: str, data: dict, out_dir, bits: int = 4, resize: bool = True, **over
+) -> str:
+    """A tiny timm classifier config on ``data`` (images resized to 32, unless ``resize`` is
+    False: then they go to the model as they are)."""
     cfg = Config.fromfile(
         osp.join(REPO, 'configs', 'imagenet', f'{recipe}_w{bits}a{bits}_deit-small-p16_in1k.py')
     )
@@ -150,12 +155,15 @@ def tiny_config(arch: str, recipe: str, data: dict, out_dir, bits: int = 4, **ov
         dict(type='CenterCrop', crop_size=32),
         dict(type='PackInputs'),
     ]
+    if not resize:
+        pipeline = [pipeline[0], pipeline[-1]]
     ds = cfg.test_dataloader.dataset
     ds.update(data_root=data['root'], pipeline=pipeline)
     cfg.test_dataloader.update(batch_size=8, num_workers=0)
     cfg.custom_hooks[0].dataloader.dataset.data_root = data['root']
     cfg.custom_hooks[0].num_images = 8
     cfg.model.quant.update(over)
+    os.makedirs(out_dir, exist_ok=True)
     path = str(out_dir / f'{arch}_{recipe}_w{bits}a{bits}.py')
     cfg.dump(path)
     return path

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os.path as osp
 
-from ..recipe import QuantRecipe
+from ..recipe import RECIPES, QuantRecipe
+from ..utils.errors import CheckpointError, MissingFileError
 from ..utils.fileio import write_atomic
 
 
@@ -19,7 +20,7 @@ def load_checkpoint_file(path: str) -> dict:
     if path.startswith(TIMM_PREFIX):
         ckpt = dict(state_dict=timm_pretrained_state(path[len(TIMM_PREFIX) :]))
     elif not osp.isfile(path):
-        raise FileNotFoundError(f'checkpoint not found: {path}')
+        raise MissingFileError(f'checkpoint not found: {path}')
     else:
         try:
             if path.endswith('.safetensors'):
@@ -29,14 +30,14 @@ def load_checkpoint_file(path: str) -> dict:
             else:  # .pth / .bin / .pt: torch pickles
                 ckpt = CheckpointLoader.load_checkpoint(path, map_location='cpu')
         except Exception as e:
-            raise RuntimeError(
+            raise CheckpointError(
                 f'checkpoint {path} could not be read ({type(e).__name__}: {e})'
             ) from e
     if isinstance(ckpt, dict) and 'model' in ckpt and 'state_dict' not in ckpt:
         ckpt = dict(ckpt, state_dict=ckpt['model'])  # timm / DeiT training checkpoints
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not state:
-        raise RuntimeError(f'checkpoint {path} holds no state dict')
+        raise CheckpointError(f'checkpoint {path} holds no state dict')
     return dict(ckpt=ckpt, state_dict={k.removeprefix('module.'): v for k, v in state.items()})
 
 
@@ -53,7 +54,7 @@ def timm_pretrained_state(name: str, timeout: float = 5.0) -> dict:
     try:
         socket.create_connection(HUB_HOST, timeout=timeout).close()
     except OSError as e:
-        raise RuntimeError(
+        raise CheckpointError(
             f'{TIMM_PREFIX}{name}: the model hub ({HUB_HOST[0]}) is not reachable from this '
             f'machine ({e}); download the weights elsewhere and pass the file instead'
         ) from e
@@ -81,32 +82,122 @@ def load_into(model, state_dict: dict, path: str) -> bool:
             if keys:
                 more = f' (+{len(keys) - 15} more)' if len(keys) > 15 else ''
                 parts.append(f'{len(keys)} {what}: {keys[:15]}{more}')
-        raise RuntimeError(
+        raise CheckpointError(
             f'checkpoint {path} does not match the config; refusing to quantize a '
             'model that did not load. ' + '; '.join(parts)
         )
+    check_finite_state(state_dict, path)
     has_quant = any(k in state_dict for k in quant_keys)
     model.load_state_dict(state_dict, strict=False)
     return has_quant
 
 
+#: Recipe keys that only steer how the quantization parameters are chosen. A quantized
+#: checkpoint holds the parameters they chose (in its buffers), so it may be re-evaluated with
+#: other values of these: nothing about the loaded model changes, and the record keeps the
+#: checkpoint's values. Every other key shapes the quantized model (bits, quantizer types,
+#: scope, fold rule, ...) and must match; a key not listed here is compared.
+CALIBRATION_ONLY_KEYS = (
+    'seed',
+    'calib_mode',
+    'max_samples',
+    'percentiles',
+    'weight_method',
+    'act_method',
+    'act_zero_point',
+    'softmax_objective',
+    'qk_objective',
+    'mad_k_grid',
+    'tanq_search',
+)
+
+
 def check_same_recipe(ckpt: dict, recipe: QuantRecipe, path: str) -> None:
-    """A quantized checkpoint must have been made with the config's recipe."""
+    """A quantized checkpoint must have been made with the settings of the config.
+
+    Every key of the recipe recorded in the checkpoint is compared with the config's, except
+    :data:`CALIBRATION_ONLY_KEYS` (the loaded quantization parameters already hold their
+    result). A checkpoint of an older mmdopq records fewer keys; those it records must match.
+
+    Raises:
+        CheckpointError: Listing each differing key (checkpoint vs config) and the options
+            that would reproduce the checkpoint's settings.
+    """
     saved = (ckpt.get('meta') or {}).get('recipe') or {}
-    keys = ('recipe', 'wbits', 'abits', 'scope', 'post_softmax', 'reparam_rule')
+    current = recipe.to_dict()
     diff = {
-        k: (saved.get(k), getattr(recipe, k))
-        for k in keys
-        if k in saved and saved.get(k) != getattr(recipe, k)
+        k: (v, current[k])
+        for k, v in saved.items()
+        if k in current
+        and k not in CALIBRATION_ONLY_KEYS
+        and _normalise(v) != _normalise(current[k])
     }
-    if diff:
-        raise RuntimeError(
-            f'quantized checkpoint {path} was made with another recipe than the '
-            f'config (checkpoint vs config): {diff}'
+    if not diff:
+        return
+    flags = []
+    if 'wbits' in diff or 'abits' in diff:
+        flags.append(
+            f'--bits w{saved.get("wbits", recipe.wbits)}a{saved.get("abits", recipe.abits)}'
+        )
+    if 'recipe' in diff:
+        flags.append(f'--recipe {saved["recipe"]}')
+    # the components a named recipe sets come with --recipe
+    implied = RECIPES.get(saved.get('recipe'), {}) if 'recipe' in diff else {}
+    opts = [
+        f'model.quant.{k}={_option_value(v)}'
+        for k, (v, _) in diff.items()
+        if k not in ('recipe', 'wbits', 'abits') and implied.get(k, object()) != v
+    ]
+    if opts:
+        flags.append('--cfg-options ' + ' '.join(opts))
+    listed = ', '.join(f'{k}: {v!r} vs {c!r}' for k, (v, c) in diff.items())
+    raise CheckpointError(
+        f'quantized checkpoint {path} was made with another recipe than the config '
+        f'(checkpoint vs config: {listed}); evaluate it with the settings it was made with '
+        f'({" ".join(flags)}) or quantize the float checkpoint again'
+    )
+
+
+def _normalise(value):
+    # JSON / checkpoint round trips turn tuples into lists
+    if isinstance(value, (list, tuple)):
+        return [_normalise(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _normalise(v) for k, v in value.items()}
+    return value
+
+
+def _option_value(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return '[' + ','.join(str(v) for v in value) + ']'
+    if isinstance(value, dict):
+        return '{' + ','.join(f'{k}:{_option_value(v)}' for k, v in value.items()) + '}'
+    return str(value)
+
+
+def check_finite_state(state_dict: dict, path: str) -> None:
+    """Refuse a checkpoint whose floating-point tensors hold NaN or Inf, naming them.
+
+    Raises:
+        CheckpointError: Listing the first tensors with non-finite values.
+    """
+    import torch
+
+    bad = [
+        k
+        for k, v in state_dict.items()
+        if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()
+    ]
+    if bad:
+        more = f' (+{len(bad) - 10} more)' if len(bad) > 10 else ''
+        raise CheckpointError(
+            f'checkpoint {path} holds NaN/Inf values in {len(bad)} tensors: {bad[:10]}{more}; '
+            'the float model is broken: re-export or re-train it'
         )
 
 
 def save_quantized(model, path: str, meta: dict) -> None:
+    """Write ``model``'s state and ``meta`` (recipe, calibration, provenance) atomically."""
     from mmengine.runner import save_checkpoint
 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}

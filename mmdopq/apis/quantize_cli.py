@@ -23,13 +23,24 @@ import os.path as osp
 import platform
 import re
 import sys
+import tempfile
 import time
+from typing import Optional
 
 import mmdopq
 
+from ..quantizers import check_bits
 from ..recipe import RECIPES, QuantRecipe, use_recipe
 from ..utils.data_checks import check_dataset_cfg
-from ..utils.fileio import dump_json_atomic
+from ..utils.errors import (
+    ConfigError,
+    DataError,
+    ImageError,
+    MissingFileError,
+    UserError,
+    WorkDirError,
+)
+from ..utils.fileio import dump_json_atomic, file_sha256, json_safe
 from .checkpoint import check_same_recipe, load_checkpoint_file, load_into, save_quantized
 
 
@@ -67,6 +78,9 @@ def parse_args(argv=None):
         default='none',
         help='job launcher',
     )
+    parser.add_argument(
+        '--debug', action='store_true', help='show the traceback of expected errors too'
+    )
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
@@ -78,7 +92,7 @@ def load_config(args):
     from mmengine.config import Config
 
     if not osp.isfile(args.config):
-        raise FileNotFoundError(f'config file not found: {args.config}')
+        raise MissingFileError(f'config file not found: {args.config}')
     cfg = Config.fromfile(args.config)
     apply_recipe_args(cfg, args)
     if args.cfg_options:
@@ -90,18 +104,21 @@ def load_config(args):
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     model_cfg = cfg.get('model', {})
     if model_cfg.get('type') != 'mmdopq.QuantizedModel':
-        raise ValueError(
+        raise ConfigError(
             f'{args.config}: model.type must be mmdopq.QuantizedModel, got '
             f'{model_cfg.get("type")!r}'
         )
-    recipe = QuantRecipe.from_cfg(model_cfg.get('quant', {}))  # fail early on bad quant keys
+    try:  # fail early on bad quant keys
+        recipe = QuantRecipe.from_cfg(model_cfg.get('quant', {}))
+    except ValueError as e:
+        raise ConfigError(f'{args.config}: {e}') from None
     hooks = [
         h
         for h in cfg.get('custom_hooks', [])
         if h.get('type') in ('mmdopq.QuantCalibrationHook', 'QuantCalibrationHook')
     ]
     if len(hooks) != 1:
-        raise ValueError(
+        raise ConfigError(
             f'{args.config}: custom_hooks needs exactly one mmdopq.QuantCalibrationHook'
         )
     check_dataset_cfg(cfg.test_dataloader.dataset, 'test_dataloader.dataset')
@@ -110,7 +127,7 @@ def load_config(args):
     check_dataset_cfg(calib_dataset, 'custom_hooks.QuantCalibrationHook.dataloader.dataset')
     if args.out:
         if not args.out.endswith(('.pkl', '.pickle')):
-            raise ValueError(f'--out must be a .pkl or .pickle file, got {args.out}')
+            raise ConfigError(f'--out must be a .pkl or .pickle file, got {args.out}')
         evaluator = cfg.test_evaluator
         metrics = evaluator if isinstance(evaluator, (list, tuple)) else [evaluator]
         detection = any('Coco' in str(m.get('type', '')) for m in metrics)
@@ -127,7 +144,7 @@ def parse_bits(text: str) -> tuple[int, int]:
     """``'w4a4'`` -> ``(4, 4)``, with an error that names the bad value."""
     m = re.fullmatch(r'w(\d+)a(\d+)', text.strip().lower())
     if not m:
-        raise ValueError(f'--bits must look like w4a4 (weight and activation bits), got {text!r}')
+        raise ConfigError(f'--bits must look like w4a4 (weight and activation bits), got {text!r}')
     return int(m.group(1)), int(m.group(2))
 
 
@@ -140,6 +157,11 @@ def apply_recipe_args(cfg, args) -> None:
         use_recipe(quant, args.recipe)
     if args.bits:
         quant['wbits'], quant['abits'] = parse_bits(args.bits)
+        for bits in (quant['wbits'], quant['abits']):
+            try:
+                check_bits(bits)
+            except ValueError as e:
+                raise ConfigError(f'--bits {args.bits}: {e}') from None
     if args.seed is not None:
         quant['seed'] = args.seed
         for hook in cfg.get('custom_hooks', []):
@@ -189,91 +211,361 @@ def versions() -> dict:
     return out
 
 
-def build_runner(args) -> tuple:
+def check_launcher(args) -> None:
+    """``--launcher pytorch`` needs torchrun's environment (``RANK``, ``WORLD_SIZE``, ...)."""
+    if args.launcher == 'pytorch' and not all(k in os.environ for k in ('RANK', 'WORLD_SIZE')):
+        raise ConfigError(
+            '--launcher pytorch needs the environment torchrun sets (RANK, WORLD_SIZE, '
+            'MASTER_ADDR): start it with `torchrun --nproc_per_node N ...` or '
+            '`bash tools/dist_quantize.sh CONFIG CHECKPOINT N`, or drop --launcher'
+        )
+
+
+def check_work_dir(work_dir: str) -> None:
+    """The work dir must be creatable and writable (mmengine would fail with a bare error)."""
+    try:
+        os.makedirs(work_dir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=work_dir, prefix='.mmdopq-write-test-'):
+            pass
+    except OSError as e:
+        raise WorkDirError(
+            f'work dir {work_dir} is not writable ({type(e).__name__}: {e.strerror or e}); '
+            'pass another --work-dir or fix its permissions'
+        ) from None
+
+
+class WorkDirLock:
+    """Exclusive use of a work dir by one run (``<work_dir>/.mmdopq.lock``, ``flock``).
+
+    A second run on the same work dir stops at once with a message instead of mixing its
+    files with the first one's. The lock goes with the process (also when it is killed).
+    """
+
+    FILE = '.mmdopq.lock'
+
+    def __init__(self, work_dir: str) -> None:
+        self.path = osp.join(work_dir, self.FILE)
+        self._fh = None
+
+    def __enter__(self) -> WorkDirLock:
+        import fcntl
+
+        self._fh = open(self.path, 'a+')
+        try:
+            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._fh.seek(0)
+            holder = self._fh.read().strip() or 'unknown'
+            self._fh.close()
+            raise WorkDirError(
+                f'work dir {osp.dirname(self.path)} is in use by another mmdopq run '
+                f'({holder}); wait for it or pass another --work-dir'
+            ) from None
+        self._fh.seek(0)
+        self._fh.truncate()
+        self._fh.write(f'pid {os.getpid()}')
+        self._fh.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import fcntl
+
+        if self._fh is not None:
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+
+
+def build_runner(args, lock: bool = False) -> tuple:
     """Config, recipe, runner and model with ``args.checkpoint`` loaded strictly.
+
+    Args:
+        args: The parsed arguments.
+        lock: Take the work dir's lock (:class:`WorkDirLock`) before anything is written
+            there; the lock is returned as ``runner.mmdopq_lock`` (released at exit).
 
     Returns:
         tuple: ``(cfg, recipe, runner, model, loaded, was_quantized)``; ``loaded`` is
         :func:`load_checkpoint_file`'s result, ``was_quantized`` whether the checkpoint held
         quantizer state.
     """
+    from mmengine.dist import is_main_process
     from mmengine.model import is_model_wrapper
     from mmengine.runner import Runner
 
+    check_launcher(args)
     cfg, recipe = load_config(args)
     loaded = load_checkpoint_file(args.checkpoint)
-    setup_cpu_distributed(cfg)
-    cfg.load_from = None  # loaded below, strictly
-    runner = Runner.from_cfg(cfg)
-    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-    check_same_recipe(loaded['ckpt'], recipe, args.checkpoint)
-    was_quantized = load_into(model, loaded['state_dict'], args.checkpoint)
+    check_work_dir(cfg.work_dir)
+    held = None
+    if lock and (args.launcher == 'none' or os.environ.get('RANK', '0') == '0'):
+        held = WorkDirLock(cfg.work_dir).__enter__()
+    try:
+        setup_cpu_distributed(cfg)
+        cfg.load_from = None  # loaded below, strictly
+        runner = Runner.from_cfg(cfg)
+        runner.mmdopq_lock = held if is_main_process() else None
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        check_same_recipe(loaded['ckpt'], recipe, args.checkpoint)
+        was_quantized = load_into(model, loaded['state_dict'], args.checkpoint)
+    except BaseException:
+        if held is not None:
+            held.__exit__()
+        raise
     return cfg, recipe, runner, model, loaded, was_quantized
+
+
+def head_num_classes(model) -> Optional[int]:
+    """Outputs of the classification head of a timm classifier or an mmdet detector."""
+    from ..adapters import unwrap_timm_model
+
+    timm_model, _ = unwrap_timm_model(model)
+    if hasattr(timm_model, 'num_classes') and timm_model is not model:
+        return int(timm_model.num_classes)
+    heads = getattr(getattr(model, 'roi_head', None), 'bbox_head', None)
+    if heads is None:
+        heads = getattr(model, 'bbox_head', None)
+    first = heads[0] if isinstance(heads, (list, tuple)) or hasattr(heads, '__getitem__') else heads
+    return int(first.num_classes) if hasattr(first, 'num_classes') else None
+
+
+def check_eval_data(runner, model) -> None:
+    """Cheap checks of the evaluation data, run before calibration (which costs minutes).
+
+    Every image file exists and is not empty; the dataset's classes match the model's head;
+    the evaluator's annotation file exists. Failures name the file, index or key.
+    """
+    evaluators = runner.cfg.test_evaluator
+    many = isinstance(evaluators, (list, tuple))
+    for i, metric in enumerate(evaluators if many else [evaluators]):
+        ann = metric.get('ann_file') if hasattr(metric, 'get') else None
+        if ann and not osp.isfile(ann):
+            key = 'test_evaluator' + (f'.{i}' if many else '')
+            raise MissingFileError(f'annotation file not found: {ann} ({key}.ann_file)')
+    try:
+        dataset = runner.test_loop.dataloader.dataset  # built here (the test reuses it)
+    except Exception as e:  # dataset classes assert on bad folders/annotations
+        raise DataError(
+            f'the evaluation dataset (test_dataloader.dataset) or metric (test_evaluator) '
+            f'could not be built: '
+            f'{type(e).__name__}: {e}'
+        ) from e
+    for idx in range(len(dataset)):
+        info = dataset.get_data_info(idx)
+        path = info.get('img_path')
+        if path and not path.startswith(('http://', 'https://', 's3://')):
+            if not osp.isfile(path):
+                raise DataError(f'evaluation image not found: {path} (dataset index {idx})')
+            if osp.getsize(path) == 0:
+                raise DataError(f'evaluation image {path} is empty (0 bytes; dataset index {idx})')
+    classes = (getattr(dataset, 'metainfo', None) or {}).get('classes')
+    n_head = head_num_classes(model)
+    if classes is not None and n_head is not None and len(classes) != n_head:
+        raise DataError(
+            f'the evaluation dataset has {len(classes)} classes ({list(classes)[:8]}'
+            f"{'...' if len(classes) > 8 else ''}) but the model's head has {n_head}: "
+            'point test_dataloader.dataset at data with all the classes the model was trained '
+            "on (an image folder numbers the class folders it finds), or give the model's "
+            'class list as test_dataloader.dataset.metainfo / classes'
+        )
+
+
+def name_failing_images(dataset) -> None:
+    """Make a sample that fails to load name its file and dataset index (pipelines do not)."""
+    prepare = dataset.prepare_data
+
+    def prepare_data(idx):
+        try:
+            return prepare(idx)
+        except Exception as e:
+            info = dataset.get_data_info(idx)
+            raise ImageError(
+                f'evaluation image {info.get("img_path", idx)} (dataset index {idx}) could not '
+                f'be loaded: {type(e).__name__}: {e}'
+            ) from e
+
+    dataset.prepare_data = prepare_data
+
+
+def name_failing_batches(model) -> None:
+    """Make an evaluation step that fails name its images (e.g. a size the model rejects)."""
+    test_step = model.test_step
+
+    def step(data):
+        try:
+            return test_step(data)
+        except Exception as e:
+            samples = data.get('data_samples') if isinstance(data, dict) else None
+            paths = [getattr(s, 'img_path', None) for s in samples or []]
+            indices = [getattr(s, 'sample_idx', None) for s in samples or []]
+            raise RuntimeError(
+                f'evaluation failed on images {paths} (dataset indices {indices}): '
+                f'{type(e).__name__}: {e}'
+            ) from e
+
+    model.test_step = step
+
+
+def provenance_of(loaded: dict) -> dict:
+    """The calibration record, recipe and provenance a quantized checkpoint carries."""
+    meta = (loaded['ckpt'].get('meta') or {}) if isinstance(loaded['ckpt'], dict) else {}
+    calibration = dict(meta.get('calibration') or {})
+    calibration.pop('from_checkpoint', None)
+    return dict(
+        recipe=meta.get('recipe') or {},
+        calibration=calibration,
+        provenance=meta.get('provenance') or {},
+    )
+
+
+def reusable_calibration(path: str, recipe, hook, source_sha256: Optional[str]) -> Optional[dict]:
+    """``path``'s checkpoint if it holds this very calibration (same source, settings)."""
+    if not osp.isfile(path) or source_sha256 is None:
+        return None
+    try:
+        loaded = load_checkpoint_file(path)
+    except UserError:
+        return None
+    info = provenance_of(loaded)
+    same = (
+        info['provenance'].get('source_sha256') == source_sha256
+        and info['recipe'] == json_safe(recipe.to_dict())
+        and info['provenance'].get('calibration_settings') == hook.settings()
+    )
+    return loaded if same else None
 
 
 def run(argv=None) -> dict:
     """Run the tool on ``argv`` (``None``: ``sys.argv[1:]``); returns the results record.
 
-    The record is also written to ``<work_dir>/results.json``.
+    Order: load and check everything that is cheap to check (config, checkpoint, work dir,
+    evaluation data), calibrate (or reuse the work dir's calibration of the same float
+    checkpoint and settings, or evaluate a quantized checkpoint as it is), save
+    ``quantized.pth``, evaluate, write ``results.json``. A failed evaluation keeps the saved
+    calibration, and a rerun reuses it.
     """
     args = parse_args(argv)
+
+    cfg, recipe, runner, model, loaded, was_quantized = build_runner(args, lock=True)
+    try:
+        return _run(args, argv, cfg, recipe, runner, model, loaded, was_quantized)
+    finally:
+        if runner.mmdopq_lock is not None:
+            runner.mmdopq_lock.__exit__()
+
+
+def _run(args, argv, cfg, recipe, runner, model, loaded, was_quantized) -> dict:
     from mmengine.dist import is_main_process
 
     from mmdopq.engine.hooks import QuantCalibrationHook
 
-    cfg, recipe, runner, model, _, was_quantized = build_runner(args)
     hook = next(h for h in runner.hooks if isinstance(h, QuantCalibrationHook))
+    check_eval_data(runner, model)
+    name_failing_images(runner.test_loop.dataloader.dataset)
+    name_failing_batches(model)
+    results_path = osp.join(cfg.work_dir, 'results.json')
+    ckpt_path = osp.join(cfg.work_dir, 'quantized.pth')
+    if is_main_process() and osp.exists(results_path):
+        os.remove(results_path)  # a stale record must not sit beside this run's files
+    source_sha = None
+    if not was_quantized and osp.isfile(args.checkpoint):
+        source_sha = file_sha256(args.checkpoint)
     t0 = time.perf_counter()
+    reused = None
+    if was_quantized:
+        info = provenance_of(loaded)
+        hook.calibrate(runner)  # sees a calibrated model: quant mode, nothing else
+        calibration = dict(from_checkpoint=True, **info['calibration'])
+        saved_recipe = {**recipe.to_dict(), **info['recipe']}
+        provenance = info['provenance']
+    elif recipe.is_float:
+        hook.calibrate(runner)
+        calibration, saved_recipe, provenance = dict(hook.record), recipe.to_dict(), {}
+    else:
+        reused = reusable_calibration(ckpt_path, recipe, hook, source_sha)
+        if reused is not None:
+            model.load_state_dict(reused['state_dict'])
+            hook.calibrate(runner)
+            info = provenance_of(reused)
+            calibration = dict(reused_from=ckpt_path, **info['calibration'])
+            provenance = info['provenance']
+            runner.logger.info(
+                f'mmdopq: reusing the calibration in {ckpt_path} (same float checkpoint, '
+                'recipe and calibration settings)'
+            )
+        else:
+            calibration = dict(hook.calibrate(runner))
+            provenance = dict(
+                config=args.config,
+                source_checkpoint=args.checkpoint,
+                source_sha256=source_sha,
+                calibration_settings=hook.settings(),
+                calibrated_with=versions(),
+            )
+        saved_recipe = recipe.to_dict()
+    calib_s = time.perf_counter() - t0
+    calibration.pop('recipe', None)
+    calibration.pop('skipped', None)
+    meta = dict(
+        recipe=json_safe(saved_recipe),
+        calibration=json_safe(calibration),
+        provenance=provenance,
+        config=args.config,
+    )
+    save = not args.no_save and not recipe.is_float and reused is None
+    if is_main_process() and save:
+        # before evaluation: a failed evaluation must not cost the calibration
+        save_quantized(model, ckpt_path, dict(meta, versions=versions()))
+    t = time.perf_counter()
     metrics = runner.test()
-    total_s = time.perf_counter() - t0
-    record = hook.record
-    calib_s = 0.0 if record.get('skipped') else record['times']['total_s']
+    eval_s = time.perf_counter() - t
     results = dict(
         config=args.config,
         checkpoint=args.checkpoint,
         metrics=metrics,
-        recipe=recipe.recipe,
+        recipe=saved_recipe['recipe'],
         bits=recipe.bits_tag,
         wbits=recipe.wbits,
         abits=recipe.abits,
         scope=recipe.scope,
-        quant=recipe.to_dict(),
-        calibration=dict(
-            from_checkpoint=bool(record.get('skipped')) and not recipe.is_float,
-            **{k: v for k, v in record.items() if k not in ('recipe', 'skipped')},
-        ),
-        seed=recipe.seed,
+        quant=json_safe(saved_recipe),
+        calibration=dict(from_checkpoint=False, **calibration)
+        if 'from_checkpoint' not in calibration
+        else calibration,
+        provenance=provenance,
+        seed=saved_recipe['seed'],
         test_images=len(runner.test_loop.dataloader.dataset),
         calib_s=calib_s,
-        eval_s=total_s - calib_s,
-        total_s=total_s,
+        eval_s=eval_s,
+        total_s=calib_s + eval_s,
         versions=versions(),
         argv=sys.argv if argv is None else list(argv),
         input_checkpoint_quantized=was_quantized,
     )
     if is_main_process():
-        if not args.no_save and not recipe.is_float:  # a float run has nothing new to save
-            path = osp.join(cfg.work_dir, 'quantized.pth')
-            save_quantized(
-                model,
-                path,
-                dict(
-                    recipe=recipe.to_dict(),
-                    calibration=results['calibration'],
-                    metrics=metrics,
-                    versions=results['versions'],
-                    config=args.config,
-                ),
-            )
-            results['quantized_checkpoint'] = path
-        dump_json_atomic(results, osp.join(cfg.work_dir, 'results.json'))
-        runner.logger.info(f'mmdopq: results written to {osp.join(cfg.work_dir, "results.json")}')
+        if save or reused is not None:
+            results['quantized_checkpoint'] = ckpt_path
+        if save:  # the same calibration, now with the metrics it gave
+            save_quantized(model, ckpt_path, dict(meta, metrics=metrics, versions=versions()))
+        dump_json_atomic(results, results_path)
+        runner.logger.info(f'mmdopq: results written to {results_path}')
     return results
 
 
 def main(argv=None) -> None:
-    """Console entry point (``mmdopq-quantize``): :func:`run`, exit status 0 on success."""
-    run(argv)
+    """Console entry point (``mmdopq-quantize``).
+
+    Exit status 0 on success; 2 with a one-line message for an error in what the user gave
+    (config, checkpoint, data, options, work dir; ``--debug`` shows the traceback); a real
+    bug keeps its traceback.
+    """
+    words = sys.argv[1:] if argv is None else list(argv)
+    try:
+        run(argv)
+    except UserError as e:
+        if '--debug' in words:
+            raise
+        print(f'mmdopq-quantize: error: {e}', file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == '__main__':

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import os.path as osp
 
+from .errors import DataError, MissingFileError
+
 
 def _join(root, path):
     if not path:
@@ -37,7 +39,15 @@ def check_dataset_cfg(cfg: dict, key: str) -> None:
     if ann:
         path = _join(root, ann)
         if not osp.isfile(path):
-            raise FileNotFoundError(f'annotation file not found: {path} ({key}.ann_file)')
+            raise MissingFileError(f'annotation file not found: {path} ({key}.ann_file)')
+        prefix = cfg.get('data_prefix') or {}
+        img = prefix.get('img', prefix.get('img_path')) if isinstance(prefix, dict) else prefix
+        if img and not str(img).startswith(('http://', 'https://', 's3://')):
+            folder = _join(root, img)
+            if not osp.isdir(folder):
+                raise MissingFileError(
+                    f'image folder not found: {folder} ({key}.data_root / data_prefix.img)'
+                )
         return
     if cfg.get('type') not in ('CustomDataset', 'ImageNet', 'mmpretrain.CustomDataset'):
         return
@@ -46,12 +56,12 @@ def check_dataset_cfg(cfg: dict, key: str) -> None:
         prefix = prefix.get('img_path', prefix.get('img', ''))
     folder = _join(root, prefix)
     if not osp.isdir(folder):
-        raise FileNotFoundError(f'image folder not found: {folder} ({key}.data_root / data_prefix)')
+        raise MissingFileError(f'image folder not found: {folder} ({key}.data_root / data_prefix)')
     if not cfg.get('with_label', True):
         return
     classes = sorted(d for d in os.listdir(folder) if osp.isdir(osp.join(folder, d)))
     if not classes:
-        raise ValueError(
+        raise DataError(
             f'{folder} has no class sub-folders ({key}): expected <folder>/<class>/<image>'
         )
     empty = [
@@ -60,4 +70,4 @@ def check_dataset_cfg(cfg: dict, key: str) -> None:
         if not any(osp.isfile(osp.join(folder, c, f)) for f in os.listdir(osp.join(folder, c)))
     ]
     if empty:
-        raise ValueError(f'{len(empty)} empty class folders in {folder} ({key}): {empty[:10]}')
+        raise DataError(f'{len(empty)} empty class folders in {folder} ({key}): {empty[:10]}')

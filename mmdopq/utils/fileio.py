@@ -73,3 +73,14 @@ def dump_json_atomic(obj: Any, path: str, indent: int = 2) -> str:
     return write_text_atomic(
         path, json.dumps(to_jsonable(obj), indent=indent, allow_nan=False) + '\n'
     )
+
+
+def json_safe(value):
+    """``value`` with config dicts and tuples turned into plain JSON types (for records)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)

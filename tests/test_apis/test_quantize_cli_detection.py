@@ -199,7 +199,9 @@ def test_unreadable_calibration_image(tiny_cfg, float_ckpt, tiny_coco, tmp_path)
     assert_nothing_written(tmp_path / 'w')
 
 
-def test_nan_activation_names_layer(tiny_cfg, float_ckpt, tmp_path):
+def test_nan_weights_are_named_from_the_checkpoint(tiny_cfg, float_ckpt, tmp_path):
+    """A NaN in the float weights stops every recipe, float included, naming the tensor (not a
+    layer downstream where it first shows up, and never a run that reports AP 0)."""
     from mmengine.runner import CheckpointLoader, save_checkpoint
 
     ckpt = CheckpointLoader.load_checkpoint(float_ckpt, map_location='cpu')
@@ -209,7 +211,8 @@ def test_nan_activation_names_layer(tiny_cfg, float_ckpt, tmp_path):
     state['backbone.stages.1.blocks.0.ffn.layers.1.weight'] = w
     path = str(tmp_path / 'nan.pth')
     save_checkpoint(dict(state_dict=state), path)
-    # fc2 of block 0 emits NaN: the first calibration observer on its path is block 1's norm1
-    with pytest.raises(ValueError, match=r'backbone\.stages\.1\.blocks\.1\.norm1: NaN'):
-        run(tiny_cfg(), path, tmp_path / 'w')
-    assert_nothing_written(tmp_path / 'w')
+    for recipe in ('dopq', 'float'):
+        work = tmp_path / recipe
+        with pytest.raises(RuntimeError, match=r"NaN/Inf .*'backbone\.stages\.1\.blocks\.0\.ffn"):
+            run(tiny_cfg(), path, work, '--recipe', recipe)
+        assert_nothing_written(work)

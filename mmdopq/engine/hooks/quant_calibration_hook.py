@@ -24,7 +24,8 @@ from ...models import QuantizedModel
 from ...nn import set_quant_mode
 from ...registry import HOOKS
 from ...utils.data_checks import check_dataset_cfg
-from ...utils.fileio import dump_json_atomic
+from ...utils.errors import ConfigError, DataError, ImageError
+from ...utils.fileio import dump_json_atomic, json_safe
 
 SELECTIONS = ('random', 'first')
 
@@ -86,6 +87,15 @@ class QuantCalibrationHook(Hook):
         #: Filled by the calibration: ids, sizes, per-stage wall times, plan summary.
         self.record: dict = {}
 
+    def settings(self) -> dict:
+        """What decides the calibration images: compared before a calibration is reused."""
+        return dict(
+            num_images=self.num_images,
+            selection=self.selection,
+            seed=self.seed,
+            dataset=json_safe(self.dataloader['dataset']),
+        )
+
     # -- hook entry points -----------------------------------------------------------
     def before_val(self, runner) -> None:
         self.calibrate(runner)
@@ -104,19 +114,19 @@ class QuantCalibrationHook(Hook):
             cfg.setdefault('serialize_data', False)
         if 'pipeline' not in cfg:
             if runner is None:
-                raise ValueError('the calibration dataset names no pipeline')
+                raise ConfigError('the calibration dataset names no pipeline')
             cfg['pipeline'] = copy.deepcopy(runner.cfg.test_dataloader.dataset.pipeline)
         check_dataset_cfg(cfg, 'calibration dataloader.dataset')
         try:
             dataset = DATASETS.build(cfg)
         except Exception as e:
-            raise ValueError(
+            raise DataError(
                 f'the calibration dataset could not be built (ann_file={cfg.get("ann_file")!r}, '
                 f'data_root={cfg.get("data_root")!r}): {type(e).__name__}: {e} -- is the '
                 'calibration dataset empty?'
             ) from e
         if len(dataset) == 0:
-            raise ValueError(
+            raise DataError(
                 f'the calibration dataset is empty (ann_file={cfg.get("ann_file")!r}, '
                 f'data_root={cfg.get("data_root")!r})'
             )
@@ -125,7 +135,7 @@ class QuantCalibrationHook(Hook):
     def select(self, dataset) -> list[int]:
         n = len(dataset)
         if n < self.num_images:
-            raise ValueError(
+            raise DataError(
                 f'calibration needs {self.num_images} images but the calibration '
                 f'dataset has only {n}'
             )
@@ -140,13 +150,13 @@ class QuantCalibrationHook(Hook):
             item = dataset[idx]
         except Exception as e:  # name the image: pipelines raise bare errors
             info = dataset.get_data_info(idx)
-            raise RuntimeError(
+            raise ImageError(
                 f'calibration image {info.get("img_path", idx)!r} (dataset index '
                 f'{idx}) could not be loaded: {type(e).__name__}: {e}'
             ) from e
         if item is None:
             info = dataset.get_data_info(idx)
-            raise RuntimeError(f'calibration image {info.get("img_path", idx)!r} produced no data')
+            raise ImageError(f'calibration image {info.get("img_path", idx)!r} produced no data')
         return item
 
     def forward_loop(self, dataset, indices: list[int], batch_size: int):
@@ -179,6 +189,8 @@ class QuantCalibrationHook(Hook):
                 f'QuantCalibrationHook needs an mmdopq.QuantizedModel, got {type(model).__name__}'
             )
         plan = model.quant_plan
+        if self.record.get('skipped') is False and model.is_quant_calibrated and not self.force:
+            return self.record  # calibrated earlier in this run (e.g. by mmdopq-quantize)
         if model.quant_recipe.is_float:
             logger.info('mmdopq: recipe float: nothing to calibrate, evaluating the float model')
             self.record = dict(skipped=True, float=True)
