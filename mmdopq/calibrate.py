@@ -31,6 +31,7 @@ from torch import nn
 from .adapters import get_adapter
 from .plan import QuantizerFactory, QuantPlan
 from .recipe import QuantRecipe
+from .reconstruct import reconstruct
 
 #: ``forward_loop(model)`` runs the calibration data through ``model`` (return value unused).
 ForwardLoop = Callable[[nn.Module], Any]
@@ -96,7 +97,12 @@ def _plan_of(model: nn.Module) -> QuantPlan:
 
 
 @torch.no_grad()
-def calibrate(model: nn.Module, forward_loop: ForwardLoop, log: Optional[Log] = None) -> dict:
+def calibrate(
+    model: nn.Module,
+    forward_loop: ForwardLoop,
+    log: Optional[Log] = None,
+    reconstruct_loop: Optional[ForwardLoop] = None,
+) -> dict:
     """Calibrate a prepared model: observe -> calibrate -> fold LayerNorms -> re-calibrate.
 
     1. **observe**: ``forward_loop(model)`` runs the calibration data through the model in
@@ -109,16 +115,22 @@ def calibrate(model: nn.Module, forward_loop: ForwardLoop, log: Optional[Log] = 
        LayerNorm and a per-tensor quantizer (MOSF or the mean rule, per the recipe).
     4. **recalibrate**: the weights of the folded consumers are re-calibrated; every site is
        checked to be calibrated and the model is left in ``quant`` mode.
+    5. **reconstruct** (only with a recipe ``reconstruct`` setting): block reconstruction
+       of the folded model, unit by unit (:func:`mmdopq.reconstruct.reconstruct`).
 
     Args:
         model: A model returned by :func:`prepare`.
         forward_loop: Runs the calibration data through its argument.
         log: Receives a line per stage (e.g. ``print`` or a logger's ``info``).
+        reconstruct_loop: The data of the reconstruction stage (run twice per unit, the
+            same data in the same order every time); default ``forward_loop``.
 
     Returns:
         dict: ``times`` (seconds per stage: ``forward_s``, ``calibrate_s``,
-        ``reparameterize_s``, ``recalibrate_s``, ``total_s``) and ``plan`` (site counts and
-        MOSF choices, :meth:`QuantPlan.summary`); ``skipped=True`` for the float recipe.
+        ``reparameterize_s``, ``recalibrate_s``, with reconstruction ``reconstruct_s``,
+        and ``total_s``), ``plan`` (site counts and MOSF choices,
+        :meth:`QuantPlan.summary`) and, with reconstruction, ``reconstruct`` (per unit,
+        see :func:`mmdopq.reconstruct.reconstruct`); ``skipped=True`` for the float recipe.
 
     Raises:
         ValueError: The model is not prepared, a site saw no data, or NaN/Inf reached a
@@ -165,8 +177,15 @@ def calibrate(model: nn.Module, forward_loop: ForwardLoop, log: Optional[Log] = 
         f'mmdopq: stage 3/3 re-calibrate: {times["recalibrate_s"]:.1f}s; calibration total '
         f'{times["total_s"]:.1f}s'
     )
+    out = dict(skipped=False, times=times, plan=plan.summary())
+    settings = recipe.reconstruct_settings
+    if settings is not None:
+        t = time.perf_counter()
+        out['reconstruct'] = reconstruct(model, reconstruct_loop or forward_loop, settings, say)
+        times['reconstruct_s'] = time.perf_counter() - t
+        times['total_s'] = time.perf_counter() - t0
     model.train(was_training)
-    return dict(skipped=False, times=times, plan=plan.summary())
+    return out
 
 
 def quantize(

@@ -117,6 +117,10 @@ class QuantPlan:
     post_softmax_sites: list[str] = field(default_factory=list)
     fold_results: dict[str, FoldResult] = field(default_factory=dict)
     channel_scale_stats: dict[str, dict] = field(default_factory=dict)
+    #: Reconstruction units in forward order, ``(name, module)`` (see :meth:`add_unit`).
+    units: list[tuple[str, nn.Module]] = field(default_factory=list)
+    #: Kind of each unit: ``'block'`` (always reconstructed) or ``'neck'`` (optional).
+    unit_kinds: dict[str, str] = field(default_factory=dict)
     _norm_inputs: dict[str, SampleCollector] = field(default_factory=dict)
     _hooks: list = field(default_factory=list)
     _sequential: bool = False
@@ -161,10 +165,29 @@ class QuantPlan:
                 lin.bias = nn.Parameter(lin.weight.new_zeros(lin.out_features))
         self.norm_pairs.append(NormPair(name, norm, list(consumers), zero_image_owner))
 
+    def add_unit(self, name: str, module: nn.Module, kind: str = 'block') -> nn.Module:
+        """Declare ``module`` as a reconstruction unit (call in forward order); returns it.
+
+        Args:
+            name: Qualified name of the module.
+            module: The unit: called with the inputs it sees in the model.
+            kind: ``'block'`` (patch embedding, transformer block, patch merging, head) or
+                ``'neck'`` (a detector's neck: reconstructed only when asked).
+        """
+        if kind not in ('block', 'neck'):
+            raise ValueError(f"unit {name!r}: kind={kind!r}; choose from 'block', 'neck'")
+        if name in self.unit_kinds:
+            raise ValueError(f'reconstruction unit {name!r} declared twice')
+        self.units.append((name, module))
+        self.unit_kinds[name] = kind
+        return module
+
     def extend(self, other: QuantPlan) -> None:
         """Merge the declarations of another plan (e.g. backbone + heads)."""
         for name, layer in other.sites.items():
             self.add(name, layer)
+        for name, module in other.units:
+            self.add_unit(name, module, other.unit_kinds[name])
         self.norm_pairs.extend(other.norm_pairs)
         self.post_softmax_sites.extend(other.post_softmax_sites)
 
@@ -311,9 +334,11 @@ class QuantPlan:
                 abits=self.recipe.abits,
                 k_grid=self.recipe.mad_k_grid,
                 weight_quantizer=lambda _: self.factory.weight(),
+                zero_point_rule=self.recipe.fold_zero_point,
             )
+            exact = self.recipe.fold_zero_point == 'round'
             for lin in consumers:
-                lin.input_quantizer.set_params(res.scale, res.zero_point)
+                lin.input_quantizer.set_params(res.scale, res.zero_point, round_zero_point=exact)
             if pair.zero_image_owner is not None:
                 pair.zero_image_owner.input_offset.copy_(res.zero_image)
             self.fold_results[pair.name] = res

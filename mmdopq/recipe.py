@@ -10,6 +10,7 @@ explicit key overrides them::
     quant = dict(recipe='dopq', wbits=4, abits=4)             # TanQ + MOSF
     quant = dict(recipe='repq', wbits=4, abits=4)             # log-sqrt2 + mean fold
     quant = dict(recipe='dopq', wbits=4, abits=4, reparam_rule='median')
+    quant = dict(recipe='repq_official', wbits=4, abits=4)    # the official RepQ-ViT code
 """
 
 from __future__ import annotations
@@ -28,11 +29,27 @@ from .quantizers import (
     UniformQuantizer,
     check_bits,
 )
+from .quantizers.base_quantizer import PERCENTILE_MODES
+from .reconstruct.settings import ReconstructSettings, check_reconstruct
+from .reparam.layernorm_reparam import FOLD_ZERO_POINTS
 
 #: Component defaults of the named recipes.
 RECIPES: dict[str, dict[str, Any]] = {
     # RepQ-ViT: log-sqrt2 post-Softmax, exact mean fold.
     'repq': dict(post_softmax='log_sqrt2', softmax_objective='tensor', reparam_rule='mean'),
+    # The official RepQ-ViT code (zkkli/RepQ-ViT) where mmdopq deliberately differs: one
+    # quantized calibration pass (each layer on the outputs of the quantized layers before it),
+    # torch.quantile's linear percentiles over the whole tensor (no subsample), and the fold's
+    # zero point mean(z) left fractional. For parity with published RepQ-ViT numbers; the
+    # data side (first val2017 image for detection, DeiT crop 0.875) is in the configs.
+    'repq_official': dict(
+        post_softmax='log_sqrt2',
+        softmax_objective='tensor',
+        reparam_rule='mean',
+        calib_mode='sequential',
+        percentile_mode='linear',
+        fold_zero_point='fractional',
+    ),
     # DopQ-ViT: TanQ (calibrated on the attn @ v error) + MOSF.
     'dopq': dict(post_softmax='tan', softmax_objective='output', reparam_rule='mad'),
     # Ablations: one DopQ component on top of RepQ-ViT.
@@ -43,7 +60,14 @@ RECIPES: dict[str, dict[str, Any]] = {
     'float': dict(),
 }
 #: Keys a named recipe sets (its components).
-RECIPE_COMPONENTS = ('post_softmax', 'softmax_objective', 'reparam_rule')
+RECIPE_COMPONENTS = (
+    'post_softmax',
+    'softmax_objective',
+    'reparam_rule',
+    'calib_mode',
+    'percentile_mode',
+    'fold_zero_point',
+)
 
 
 def use_recipe(quant_cfg: dict, name: str) -> None:
@@ -144,6 +168,14 @@ class QuantRecipe:
             ``'round'`` (RepQ-ViT) or ``'floor'`` (no level below the calibrated
             range, an mmdopq option; see :class:`UniformQuantizer`).
         percentiles: Candidates of the percentile search.
+        percentile_mode: How a percentile becomes a value: ``'nearest'`` (mmdopq's default:
+            nearest-rank order statistic of the calibration subsample of at most
+            ``max_samples`` elements) or ``'linear'`` (the official RepQ-ViT code:
+            ``torch.quantile``'s linear interpolation over **everything** observed, no
+            subsample; calibration memory then grows with the calibration data).
+        fold_zero_point: Zero point of the LayerNorm fold: ``'round'`` (mmdopq's default,
+            ``round(mean(z))``: the folded per-tensor quantizer equals the per-channel one) or
+            ``'fractional'`` (the official code: ``mean(z)``, within half a step of it).
         calib_mode: What the quantizers are calibrated on: ``'float'`` (mmdopq's
             default: one observe pass of the float model, every quantizer sees float
             activations, over any number of batches) or ``'sequential'`` (RepQ-ViT's
@@ -157,6 +189,9 @@ class QuantRecipe:
         tanq_search: Overrides of TanQ's calibration search (keys of :data:`TANQ_SEARCH_KEYS`:
             ``centres``, ``alpha_fractions``, ``refine_steps``, ``coarse_samples``; see
             :class:`TanQuantizer`); empty = its defaults. For studying the grid.
+        reconstruct: Block reconstruction after calibration (keys of
+            :class:`~mmdopq.reconstruct.ReconstructSettings`: ``iters``, ``batch_size``,
+            ``num_images``, ``drop_prob``, ...); empty = off (calibration only).
     """
 
     recipe: str = 'dopq'
@@ -171,15 +206,22 @@ class QuantRecipe:
     act_method: str = 'percentile'
     act_zero_point: str = 'round'
     percentiles: tuple = REPQ_PERCENTILES
+    percentile_mode: str = 'nearest'
+    fold_zero_point: str = 'round'
     calib_mode: str = 'float'
     patch_embed_abits: int = 8
     max_samples: int = 1 << 19
     seed: int = 0
     mad_k_grid: tuple = (2.0, 4.0, 8.0, 16.0, float('inf'))
     tanq_search: Mapping = field(default_factory=FrozenDict)
+    reconstruct: Mapping = field(default_factory=FrozenDict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, 'tanq_search', FrozenDict(self.tanq_search))
+        frozen = {
+            k: FrozenDict(v) if isinstance(v, Mapping) else v for k, v in self.reconstruct.items()
+        }
+        object.__setattr__(self, 'reconstruct', FrozenDict(frozen))
 
     @classmethod
     def from_cfg(cls, cfg: dict) -> QuantRecipe:
@@ -208,6 +250,8 @@ class QuantRecipe:
             ('act_method', ('minmax', 'percentile', 'mse')),
             ('act_zero_point', ZERO_POINT_RULES),
             ('calib_mode', CALIB_MODES),
+            ('percentile_mode', PERCENTILE_MODES),
+            ('fold_zero_point', FOLD_ZERO_POINTS),
         )
         for key, allowed in checks:
             if key in merged and merged[key] not in allowed:
@@ -217,13 +261,26 @@ class QuantRecipe:
                 merged[key] = tuple(float(v) for v in merged[key])
         if 'tanq_search' in merged:
             merged['tanq_search'] = check_tanq_search(merged['tanq_search'])
+        if 'reconstruct' in merged:
+            merged['reconstruct'] = check_reconstruct(merged['reconstruct'] or {})
         return cls(**merged)
 
     def to_dict(self) -> dict:
         """Plain-dict form recorded in results and checkpoints."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out['tanq_search'] = dict(self.tanq_search)
+        out['reconstruct'] = {
+            k: dict(v) if isinstance(v, Mapping) else v for k, v in self.reconstruct.items()
+        }
         return out
+
+    @property
+    def reconstruct_settings(self) -> ReconstructSettings | None:
+        """The block-reconstruction settings, or ``None`` when the stage is off."""
+        if not self.reconstruct or self.is_float:
+            return None
+        settings = ReconstructSettings.from_mapping(self.reconstruct)
+        return settings if settings.enabled else None
 
     @property
     def is_float(self) -> bool:
@@ -247,7 +304,13 @@ class QuantRecipe:
             method=self.weight_method,
             percentiles=self.percentiles,
             seed=seed,
+            percentile_mode=self.percentile_mode,
         )
+
+    @property
+    def act_max_samples(self) -> int | None:
+        """Sample budget of an activation quantizer: none with linear percentiles."""
+        return None if self.percentile_mode == 'linear' else self.max_samples
 
     def act(
         self, bits: int | None = None, per_channel: bool = False, seed: int = 0
@@ -265,9 +328,10 @@ class QuantRecipe:
             ch_axis=-1,
             method=self.act_method,
             percentiles=self.percentiles,
-            max_samples=self.max_samples,
+            max_samples=self.act_max_samples,
             seed=seed,
             zero_point_rule=self.act_zero_point,
+            percentile_mode=self.percentile_mode,
         )
 
     def softmax(self, seed: int = 0) -> BaseQuantizer:
@@ -279,9 +343,15 @@ class QuantRecipe:
         if self.post_softmax == 'uniform':
             return self.act(seed=seed)  # a plain per-tensor activation quantizer
         kw = dict(max_samples=self.max_samples, seed=seed)
+        if self.post_softmax == 'log_sqrt2':
+            return LogSqrt2Quantizer(
+                self.abits,
+                percentiles=self.percentiles,
+                max_samples=self.act_max_samples,
+                seed=seed,
+                percentile_mode=self.percentile_mode,
+            )
         if self.post_softmax in ('tan', 'tan_symmetric'):
             symmetric = self.post_softmax == 'tan_symmetric'
             return TanQuantizer(self.abits, symmetric=symmetric, **kw, **self.tanq_search)
-        if self.post_softmax == 'log_sqrt2':
-            return LogSqrt2Quantizer(self.abits, percentiles=self.percentiles, **kw)
         raise ValueError(f'quant.post_softmax={self.post_softmax!r}; choose from {POST_SOFTMAX}')

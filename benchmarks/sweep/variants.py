@@ -6,6 +6,13 @@ from __future__ import annotations
 #: default is 9 x 10) and a 9 x 9 refinement (default 5 x 5).
 FINE_CENTRES = [f'{0.05 * i:.2f}' for i in range(1, 20)]
 FINE_FRACTIONS = '0 .1 .2 .3 .4 .5 .6 .65 .7 .75 .8 .83 .86 .89 .91 .93 .95 .96 .97 .98 .99'.split()
+#: ``--cfg-options`` of the official detection calibration: the first image of the val split.
+VAL1 = (
+    'custom_hooks.0.num_images=1',
+    'custom_hooks.0.selection=first',
+    'custom_hooks.0.dataloader.dataset.ann_file=annotations/instances_val.json',
+    'custom_hooks.0.dataloader.dataset.data_prefix.img=val/',
+)
 #: Benchmark variants: name -> (``--recipe`` of tools/quantize.py, extra ``--cfg-options``).
 #: The MOSF fold rules are the rows ``tanq_only`` (rule ``mean``: TanQ + RepQ-ViT's exact
 #: fold), ``dopq-median`` (rule ``median``) and ``dopq`` (rule ``mad``, i.e. MOSF). The
@@ -48,6 +55,14 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
         ),
     ),
     'repq-calib128': ('repq', ('custom_hooks.0.num_images=128',)),
+    # Parity with the official RepQ-ViT code (docs/method.md): the preset, and each of its
+    # differences alone on top of the repq recipe. ``*-val1`` calibrate on the first val image
+    # (the official detection protocol; detectors only).
+    'repq_official': ('repq_official', ()),
+    'repq_official-val1': ('repq_official', VAL1),
+    'repq-val1': ('repq', VAL1),
+    'repq-linear_pct': ('repq', ('model.quant.percentile_mode=linear',)),
+    'repq-frac_zp': ('repq', ('model.quant.fold_zero_point=fractional',)),
     'dopq-calib128': ('dopq', ('custom_hooks.0.num_images=128',)),
 }
 
@@ -71,5 +86,11 @@ VARIANT_NOTES = {
     'tanq_only-symmetric': 'TanQ with the centre fixed at 0.5 + mean fold',
     'tanq_only-fine_grid': 'TanQ searched on a 19 x 21 grid, 9 x 9 refinement + mean fold',
     'repq-calib128': 'RepQ-ViT recipe calibrated on 128 images',
+    'repq_official': 'the official RepQ-ViT code: sequential order, linear percentiles over the '
+    'whole tensor, fractional fold zero point',
+    'repq_official-val1': 'repq_official calibrated on the first val image (official detection)',
+    'repq-val1': 'RepQ-ViT recipe calibrated on the first val image only',
+    'repq-linear_pct': 'RepQ-ViT recipe, linear percentiles over the whole tensor (official)',
+    'repq-frac_zp': 'RepQ-ViT recipe, fold zero point mean(z) left fractional (official)',
     'dopq-calib128': 'DopQ-ViT calibrated on 128 images',
 }

@@ -116,6 +116,7 @@ def adapt_swin_backbone(
         f'{prefix}.patch_embed.projection',
         QuantConv2d.from_float(pe.projection, factory.weight(), factory.patch_embed_act()),
     )
+    plan.add_unit(f'{prefix}.patch_embed', pe)
     for i, stage in enumerate(backbone.stages):
         for j, block in enumerate(stage.blocks):
             p = f'{prefix}.stages.{i}.blocks.{j}'
@@ -145,6 +146,7 @@ def adapt_swin_backbone(
                 f'{p}.norm1', block.norm1, [f'{p}.attn.w_msa.qkv'], zero_image_owner=w_msa
             )
             plan.add_pair(f'{p}.norm2', block.norm2, [f'{p}.ffn.layers.0.0'])
+            plan.add_unit(p, block)
         ds = stage.downsample
         if ds is not None:
             if not isinstance(ds, PatchMerging) or ds.norm is None:
@@ -157,6 +159,7 @@ def adapt_swin_backbone(
                 name, QuantLinear.from_float(ds.reduction, factory.weight(), factory.post_ln_act())
             )
             plan.add_pair(f'{prefix}.stages.{i}.downsample.norm', ds.norm, [name])
+            plan.add_unit(f'{prefix}.stages.{i}.downsample', ds)
     return plan
 
 
@@ -178,4 +181,7 @@ def adapt_mmdet_detector(detector: nn.Module, factory: QuantizerFactory) -> Quan
             module = getattr(detector, attr, None)
             if isinstance(module, nn.Module):
                 plan.extend(quantize_linear_layers(module, factory, attr))
+        if isinstance(getattr(detector, 'neck', None), nn.Module):
+            # the neck is an optional reconstruction unit; the heads stay calibrated only
+            plan.add_unit('neck', detector.neck, kind='neck')
     return plan

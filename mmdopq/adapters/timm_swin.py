@@ -299,6 +299,7 @@ def adapt_timm_swin(
     plan = QuantPlan(factory)
     pe = model.patch_embed
     pe.proj = quantize_patch_embed(pe.proj, factory, qualified(prefix, 'patch_embed.proj'), plan)
+    plan.add_unit(qualified(prefix, 'patch_embed'), pe)
     for i, stage in enumerate(model.layers):
         sp = qualified(prefix, f'layers.{i}')
         ds = stage.downsample
@@ -308,9 +309,12 @@ def adapt_timm_swin(
                 ds.reduction, factory, f'{sp}.downsample.reduction', plan, post_ln=True
             )
             plan.add_pair(f'{sp}.downsample.norm', ds.norm, [f'{sp}.downsample.reduction'])
+            plan.add_unit(f'{sp}.downsample', ds)
         for j, block in enumerate(stage.blocks):
             adapt_swin_block(block, factory, f'{sp}.blocks.{j}', plan)
+            plan.add_unit(f'{sp}.blocks.{j}', block)
     if factory.recipe.scope == 'whole' and not isinstance(model.head.fc, nn.Identity):
         head = model.head
         head.fc = quantize_linear(head.fc, factory, qualified(prefix, 'head.fc'), plan)
+        plan.add_unit(qualified(prefix, 'head'), head)  # global pool + fc
     return plan

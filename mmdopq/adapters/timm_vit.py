@@ -222,9 +222,12 @@ def adapt_timm_vit(
 
     plan = QuantPlan(factory)
     pe.proj = quantize_patch_embed(pe.proj, factory, qualified(prefix, 'patch_embed.proj'), plan)
+    plan.add_unit(qualified(prefix, 'patch_embed'), pe)
     for i, block in enumerate(model.blocks):
         adapt_vit_block(block, factory, qualified(prefix, f'blocks.{i}'), plan)
+        plan.add_unit(qualified(prefix, f'blocks.{i}'), block)
     for attr in heads:
         head = getattr(model, attr)
         setattr(model, attr, quantize_linear(head, factory, qualified(prefix, attr), plan))
+        plan.add_unit(qualified(prefix, attr), getattr(model, attr))
     return plan

@@ -79,6 +79,13 @@ def parse_args(argv=None):
         help='job launcher',
     )
     parser.add_argument(
+        '--reconstruct',
+        type=int,
+        metavar='ITERS',
+        help='block reconstruction after calibration with ITERS iterations per unit '
+        '(0: off); other settings under model.quant.reconstruct',
+    )
+    parser.add_argument(
         '--debug', action='store_true', help='show the traceback of expected errors too'
     )
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
@@ -162,6 +169,11 @@ def apply_recipe_args(cfg, args) -> None:
                 check_bits(bits)
             except ValueError as e:
                 raise ConfigError(f'--bits {args.bits}: {e}') from None
+    if getattr(args, 'reconstruct', None) is not None:
+        if args.reconstruct < 0:
+            raise ConfigError(f'--reconstruct {args.reconstruct}: give iterations >= 0 (0: off)')
+        rest = dict(quant.get('reconstruct') or {})
+        quant['reconstruct'] = dict(rest, iters=args.reconstruct) if args.reconstruct else {}
     if args.seed is not None:
         quant['seed'] = args.seed
         for hook in cfg.get('custom_hooks', []):

@@ -19,6 +19,7 @@ calibration sample that holds NaN or Inf.
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Callable, Optional
@@ -30,6 +31,9 @@ from .sample_collector import SampleCollector
 
 #: Bit widths a quantizer accepts; 16 means "keep (almost) high precision".
 VALID_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
+
+#: Element budget that never subsamples (``max_samples=None``).
+UNBOUNDED = 1 << 62
 
 #: Signature of a calibration objective: ``objective(x_hat, x) -> scalar error``.
 Objective = Callable[[Tensor, Tensor], Tensor]
@@ -88,6 +92,61 @@ def order_statistics(x2: Tensor, ranks: list[int]) -> Tensor:
     return torch.stack([cols[r] for r in ranks], dim=1)
 
 
+#: How a percentile search turns a probability into a value: ``'nearest'`` (mmdopq's default:
+#: the order statistic of rank ``round(p * (n - 1))``) or ``'linear'`` (the official RepQ-ViT
+#: code's ``torch.quantile``: linear interpolation between the two neighbouring ranks).
+PERCENTILE_MODES = ('nearest', 'linear')
+#: Largest input ``torch.quantile`` accepts (larger ones: the official code falls back to
+#: ``np.percentile``, the same linear interpolation).
+TORCH_QUANTILE_MAX = 1 << 24
+
+
+def linear_quantiles(x2: Tensor, probs: list[float]) -> Tensor:
+    """``torch.quantile(row, p)`` (linear interpolation) of every row of ``x2``: ``[C, R]``.
+
+    Exactly ``torch.quantile`` while ``x2`` has at most 2^24 elements (its input limit); above
+    it, the same interpolation from the two neighbouring order statistics of each row
+    (selected with :func:`order_statistics`), computed in float64 as ``np.percentile``, the
+    official code's fallback, does.
+    """
+    n = x2.shape[1]
+    if x2.numel() <= TORCH_QUANTILE_MAX:
+        q = torch.tensor(probs, dtype=x2.dtype, device=x2.device)
+        return torch.quantile(x2, q, dim=1).T.contiguous()
+    pos = [p * (n - 1) for p in probs]
+    below = [min(n - 1, int(math.floor(r))) for r in pos]
+    above = [min(n - 1, b + 1) for b in below]
+    ranks = sorted(set(below + above))
+    vals = order_statistics(x2, ranks).double()
+    col = {r: vals[:, i] for i, r in enumerate(ranks)}
+    out = [col[b] + (col[a] - col[b]) * (r - b) for r, b, a in zip(pos, below, above)]
+    return torch.stack(out, dim=1).to(x2.dtype)
+
+
+def percentile_values(x2: Tensor, probs: list[float], mode: str = 'nearest') -> Tensor:
+    """The ``probs`` quantiles of every row of ``x2`` (``[C, N]`` -> ``[C, R]``).
+
+    Args:
+        x2: The sample, one row per channel.
+        probs: Probabilities in ``[0, 1]``.
+        mode: ``'nearest'``: the order statistic of rank ``round(p * (n - 1))``;
+            ``'linear'``: ``torch.quantile``'s linear interpolation (see :func:`linear_quantiles`).
+    """
+    if mode == 'linear':
+        return linear_quantiles(x2, probs)
+    if mode != 'nearest':
+        raise ValueError(f'unknown percentile mode {mode!r}; choose from {PERCENTILE_MODES}')
+    n = x2.shape[1]
+    ranks = [min(n - 1, max(0, int(round(p * (n - 1))))) for p in probs]
+    return order_statistics(x2, ranks)
+
+
+def check_percentile_mode(mode: str) -> str:
+    if mode not in PERCENTILE_MODES:
+        raise ValueError(f'unknown percentile_mode {mode!r}; choose from {PERCENTILE_MODES}')
+    return mode
+
+
 def lookup(table: Tensor, codes: Tensor) -> Tensor:
     """``table[codes]`` for float ``codes`` holding integral values in range.
 
@@ -109,20 +168,21 @@ class BaseQuantizer(nn.Module, metaclass=abc.ABCMeta):
     Args:
         bits: Bit width (2..8, or 16 for "keep high precision").
         max_samples: Upper bound on the number of elements kept by :meth:`observe`
-            (a uniform random subsample of everything observed).
+            (a uniform random subsample of everything observed); ``None``: keep everything
+            (the official RepQ-ViT code calibrates on the whole tensor).
         seed: Seed of the subsampling generator.
     """
 
     #: Dimension along which :meth:`observe` subsamples rows (``None``: elements).
     sample_dim: Optional[int] = None
 
-    def __init__(self, bits: int, max_samples: int = 1 << 20, seed: int = 0) -> None:
+    def __init__(self, bits: int, max_samples: Optional[int] = 1 << 20, seed: int = 0) -> None:
         super().__init__()
         self.bits = check_bits(bits)
         self.enabled = True
         self.name = type(self).__name__
         self.register_buffer('calibrated', torch.tensor(False))
-        self.collector = SampleCollector(max_samples, seed)
+        self.collector = SampleCollector(UNBOUNDED if max_samples is None else max_samples, seed)
 
     @property
     def n_levels(self) -> int:
@@ -147,6 +207,8 @@ class BaseQuantizer(nn.Module, metaclass=abc.ABCMeta):
         detection images); per-channel ones override this.
         """
         flat = x.reshape(-1)
+        if self.collector.max_elements >= UNBOUNDED:
+            return flat.reshape(-1, 1)  # no subsample: keep every element, no chunk tail cut
         width = 64 if flat.numel() >= 64 else 1
         return flat[: flat.numel() // width * width].reshape(-1, width)
 

@@ -9,7 +9,15 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .base_quantizer import BaseQuantizer, Objective, lookup, mse, order_statistics
+from .base_quantizer import (
+    BaseQuantizer,
+    Objective,
+    check_percentile_mode,
+    linear_quantiles,
+    lookup,
+    mse,
+    order_statistics,
+)
 from .uniform_quantizer import REPQ_PERCENTILES
 
 SQRT2_MINUS_1 = math.sqrt(2.0) - 1.0
@@ -32,6 +40,8 @@ class LogSqrt2Quantizer(BaseQuantizer):
         percentiles: Candidate percentiles for ``delta``.
         max_samples: Element budget of :meth:`observe`.
         seed: Seed of the calibration subsampling.
+        percentile_mode: ``'nearest'`` (default) or ``'linear'`` (the official code's
+            ``torch.quantile``), as for :class:`UniformQuantizer`.
     """
 
     def __init__(
@@ -40,9 +50,11 @@ class LogSqrt2Quantizer(BaseQuantizer):
         percentiles: Sequence[float] = REPQ_PERCENTILES,
         max_samples: int = 1 << 20,
         seed: int = 0,
+        percentile_mode: str = 'nearest',
     ) -> None:
         super().__init__(bits, max_samples, seed)
         self.percentiles = tuple(float(p) for p in percentiles)
+        self.percentile_mode = check_percentile_mode(percentile_mode)
         self.register_buffer('delta', torch.tensor(1.0))
 
     def _table(self, delta: Tensor) -> Tensor:
@@ -77,6 +89,8 @@ class LogSqrt2Quantizer(BaseQuantizer):
         n = flat.numel()
         ranks = [min(n - 1, int(round(p * (n - 1)))) for p in self.percentiles] + [n - 1]
         vals = order_statistics(flat[None], ranks)[0]
+        if self.percentile_mode == 'linear':
+            vals[:-1] = linear_quantiles(flat[None], list(self.percentiles))[0]
         cands = [d if d > 0 else vals[-1] for d in vals[:-1]]
         errs = [float(objective(self._quant(x, d), x)) for d in cands]
         best = cands[min(range(len(errs)), key=errs.__getitem__)]

@@ -8,7 +8,12 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .base_quantizer import BaseQuantizer, Objective, order_statistics
+from .base_quantizer import (
+    BaseQuantizer,
+    Objective,
+    check_percentile_mode,
+    percentile_values,
+)
 
 #: Percentile candidates of the RepQ-ViT initialisation.
 REPQ_PERCENTILES = (0.999, 0.9999, 0.99999)
@@ -36,6 +41,11 @@ class UniformQuantizer(BaseQuantizer):
         method: ``'minmax'``, ``'percentile'`` (RepQ-ViT: candidate percentiles,
             least L2 error) or ``'mse'`` (grid of clipping ratios, least L2 error).
         percentiles: Candidates of the ``'percentile'`` method.
+        percentile_mode: How a candidate becomes a range: ``'nearest'`` (default: nearest-rank
+            order statistics of the sample) or ``'linear'`` (the official RepQ-ViT code's
+            ``torch.quantile``: linear interpolation between neighbouring order statistics,
+            exact for any size). Pair ``'linear'`` with ``max_samples=None`` to search the
+            whole tensor, as the official code does.
         mse_grid: Number of clipping ratios in ``[mse_min_ratio, 1]`` for ``'mse'``.
         mse_min_ratio: Smallest clipping ratio of the ``'mse'`` grid.
         max_samples: Element budget of :meth:`observe`.
@@ -62,6 +72,7 @@ class UniformQuantizer(BaseQuantizer):
         max_samples: int = 1 << 20,
         seed: int = 0,
         zero_point_rule: str = 'round',
+        percentile_mode: str = 'nearest',
     ) -> None:
         super().__init__(bits, max_samples, seed)
         if method not in CALIB_METHODS:
@@ -80,6 +91,7 @@ class UniformQuantizer(BaseQuantizer):
         self.mse_grid = int(mse_grid)
         self.mse_min_ratio = float(mse_min_ratio)
         self.zero_point_rule = zero_point_rule
+        self.percentile_mode = check_percentile_mode(percentile_mode)
         self.register_buffer('scale', torch.tensor(1.0))
         self.register_buffer('zero_point', torch.tensor(0.0))
 
@@ -87,6 +99,8 @@ class UniformQuantizer(BaseQuantizer):
         kind = f'per_channel(axis={self.ch_axis})' if self.per_channel else 'per_tensor'
         sym = 'symmetric' if self.symmetric else 'asymmetric'
         zp = '' if self.symmetric or self.zero_point_rule == 'round' else ', zero_point=floor'
+        if self.method == 'percentile' and self.percentile_mode != 'nearest':
+            zp += f', percentile_mode={self.percentile_mode}'
         return f'{super().extra_repr()}, {sym}, {kind}, method={self.method}{zp}'
 
     # -- integer range -------------------------------------------------------
@@ -120,8 +134,17 @@ class UniformQuantizer(BaseQuantizer):
             zero = torch.floor(z + 1e-4) if self.zero_point_rule == 'floor' else torch.round(z)
         return scale, zero
 
-    def set_params(self, scale: Tensor, zero_point: Tensor) -> None:
-        """Set the parameters directly (scalars: per tensor) and mark calibrated."""
+    def set_params(self, scale: Tensor, zero_point: Tensor, round_zero_point: bool = True) -> None:
+        """Set the parameters directly (scalars: per tensor) and mark calibrated.
+
+        Args:
+            scale: Scale(s), positive.
+            zero_point: Zero point(s); rounded to integers unless ``round_zero_point=False``.
+            round_zero_point: ``False`` keeps a fractional zero point, as the official RepQ-ViT
+                fold does (``z~ = mean(z)``): :meth:`fake_quant` then computes its
+                ``clamp(round(x / s) + z, 0, 2^b - 1) - z`` unchanged, so 0 is no longer
+                a level and the clamped ends fall off the grid.
+        """
         scale = torch.as_tensor(scale, dtype=torch.float32, device=self.scale.device)
         zero_point = torch.as_tensor(zero_point, dtype=torch.float32, device=self.scale.device)
         if scale.shape != zero_point.shape:
@@ -133,7 +156,7 @@ class UniformQuantizer(BaseQuantizer):
         if self.symmetric and (zero_point != 0).any():
             raise ValueError(f'{self.name}: a symmetric quantizer needs zero_point 0')
         self.scale = scale.clone()
-        self.zero_point = torch.round(zero_point).clone()
+        self.zero_point = (torch.round(zero_point) if round_zero_point else zero_point).clone()
         self.per_channel = scale.dim() > 0
         self.calibrated.fill_(True)
 
@@ -179,14 +202,8 @@ class UniformQuantizer(BaseQuantizer):
         if self.method == 'minmax':
             return [(lo, hi)]
         if self.method == 'percentile':
-            n = x2.shape[1]
-            ranks = []
-            for p in self.percentiles:
-                ranks += [
-                    max(0, int(round((1.0 - p) * (n - 1)))),
-                    min(n - 1, int(round(p * (n - 1)))),
-                ]
-            vals = order_statistics(x2, ranks)
+            probs = [v for p in self.percentiles for v in (1.0 - p, p)]
+            vals = percentile_values(x2, probs, self.percentile_mode)
             return [(vals[:, 2 * i], vals[:, 2 * i + 1]) for i in range(len(self.percentiles))]
         # 'mse': shrink the min/max range by each ratio of the grid
         ratios = torch.linspace(self.mse_min_ratio, 1.0, self.mse_grid).tolist()

@@ -18,11 +18,14 @@ per-output-channel weight quantization is scale invariant. What outlier
 channels harm is the weights: their columns are amplified by ``s_c``.
 
 Zero point: every rule uses ``z~ = round(mean(z))`` (RepQ-ViT's mean, rounded so
-the fold stays exact). ``z~`` is *not* irrelevant: with quantized weights the
-output error has a term ``sum_c delta_rc (code_c - z~)`` (``delta`` = weight
-quantization error), so two rules that also changed ``z~`` would differ by that
-term. Keeping ``z~`` common makes the rules differ only where they claim to:
-``s~`` (no effect for exact folds) and, for MOSF, the capped channels.
+the fold stays exact). ``zero_point_rule='fractional'`` keeps ``z~ = mean(z)`` as the
+official RepQ-ViT code does: each channel's grid is then shifted by the fractional part
+of ``z_c - z~`` (0 is no longer a level), an approximation within half a step.
+``z~`` is *not* irrelevant: with quantized weights the output error has a term
+``sum_c delta_rc (code_c - z~)`` (``delta`` = weight quantization error), so two
+rules that also changed ``z~`` would differ by that term. Keeping ``z~`` common makes
+the rules differ only where they claim to: ``s~`` (no effect for exact folds) and,
+for MOSF, the capped channels.
 
 MOSF (``rule='mad'``) is mmdopq's **reconstruction** of DopQ-ViT's MAD-guided
 optimal scaling factor as an outlier-aware fold: with ``m = median(s)`` and
@@ -48,6 +51,8 @@ from torch import Tensor, nn
 from ..quantizers import BaseQuantizer, UniformQuantizer
 
 RULES = ('mean', 'median', 'mad')
+#: How the folded zero point ``mean(z)`` is kept: rounded (exact fold) or fractional (official).
+FOLD_ZERO_POINTS = ('round', 'fractional')
 #: MAD multipliers of the MOSF grid; ``inf`` is the exact (uncapped) fold.
 DEFAULT_K_GRID = (2.0, 4.0, 8.0, 16.0, math.inf)
 
@@ -58,7 +63,8 @@ class FoldResult:
 
     Attributes:
         scale: Per-tensor scale ``s~`` (0-dim tensor).
-        zero_point: Per-tensor integral zero point ``z~`` (0-dim tensor).
+        zero_point: Per-tensor zero point ``z~`` (0-dim tensor; integral unless the fold
+            kept it fractional).
         ratio: Per-channel ``r1`` applied to the norm and the consumers.
         shift: Per-channel ``t``; the new activation is ``(y + t) / r1``.
         k: Chosen MAD multiplier (``inf``: exact fold; ``None`` for mean/median).
@@ -135,6 +141,7 @@ def reparameterize_layernorm(
     k_grid: Sequence[float] = DEFAULT_K_GRID,
     weight_quantizer: Optional[Callable[[int], BaseQuantizer]] = None,
     clip_quantiles: tuple[float, float] = (0.001, 0.999),
+    zero_point_rule: str = 'round',
 ) -> FoldResult:
     """Fold per-channel ``(scale, zero_point)`` of ``norm``'s output into one pair.
 
@@ -155,19 +162,25 @@ def reparameterize_layernorm(
             (default: per-output-channel min/max uniform).
         clip_quantiles: Quantiles of a capped channel's data between which its
             (narrower) code window is placed, at the position that clips least.
+        zero_point_rule: ``'round'`` (default, exact fold: ``z~ = round(mean(z))``) or
+            ``'fractional'`` (the official RepQ-ViT code: ``z~ = mean(z)``).
 
     Returns:
         A :class:`FoldResult` that unpacks as ``(scale, zero_point)``.
     """
     if rule not in RULES:
         raise ValueError(f'unknown reparameterization rule {rule!r}; choose from {RULES}')
+    if zero_point_rule not in FOLD_ZERO_POINTS:
+        raise ValueError(
+            f'unknown zero_point_rule {zero_point_rule!r}; choose from {FOLD_ZERO_POINTS}'
+        )
     _check(norm, linears, scale, zero_point)
     dev = norm.weight.device
     s = scale.detach().float().to(dev)
     z = torch.round(zero_point.detach().float().to(dev))
     if rule in ('mean', 'median'):
         s_t = s.mean() if rule == 'mean' else s.median()
-        z_t = torch.round(z.mean())
+        z_t = torch.round(z.mean()) if zero_point_rule == 'round' else z.mean()
         ratio, shift = _fold_params(s, z, s_t, z_t)
         result = FoldResult(s_t, z_t, ratio, shift)
     else:
@@ -192,6 +205,7 @@ def reparameterize_layernorm(
             k_grid,
             weight_quantizer or _default_weight_quantizer,
             clip_quantiles,
+            zero_point_rule=zero_point_rule,
         )
     _apply(norm, linears, result.ratio, result.shift)
     return result
@@ -209,7 +223,18 @@ def _apply(norm: nn.LayerNorm, linears: Sequence[nn.Linear], ratio: Tensor, shif
 
 
 def _choose_mad_cap(
-    norm, linears, s, z, x, wbits, abits, k_grid, make_wq, clip_quantiles, n_positions=5
+    norm,
+    linears,
+    s,
+    z,
+    x,
+    wbits,
+    abits,
+    k_grid,
+    make_wq,
+    clip_quantiles,
+    n_positions=5,
+    zero_point_rule='round',
 ) -> FoldResult:
     y = norm(x).float()
     refs = [
@@ -218,7 +243,7 @@ def _choose_mad_cap(
     ]
     m = s.median()
     mad = (s - m).abs().median()
-    s_t, z_t = m, torch.round(z.mean())
+    s_t, z_t = m, (torch.round(z.mean()) if zero_point_rule == 'round' else z.mean())
     top = (1 << abits) - 1
 
     def placement(cap: Tensor, capped: Tensor) -> Tensor:

@@ -98,7 +98,8 @@ def test_complete_config(path):
         return
     assert cfg.model.type == 'mmdopq.QuantizedModel'
     recipe = QuantRecipe.from_cfg(cfg.model.quant)
-    assert name.startswith(f'{recipe.recipe}_{recipe.bits_tag}_'), name
+    # a recipe name's '_' is '-' in a file name (mmdet's rule: '_' separates the parts)
+    assert name.startswith(f'{recipe.recipe.replace("_", "-")}_{recipe.bits_tag}_'), name
     hooks = [h for h in cfg.custom_hooks if h.type == 'mmdopq.QuantCalibrationHook']
     assert len(hooks) == 1
     assert cfg.test_dataloader.dataset.get('pipeline'), 'test pipeline needed (calibration too)'
@@ -118,8 +119,12 @@ def test_complete_config(path):
             float_name = name.split('_', 2)[2]
             float_cfg = Config.fromfile(osp.join(REPO, 'configs', 'float', float_name))
             assert cfg.model.architecture.to_dict() == float_cfg.model.to_dict()
-        assert hooks[0].num_images == 32 and hooks[0].selection == 'random'
-        assert 'train2017' in hooks[0].dataloader.dataset.ann_file
+        if recipe.recipe == 'repq_official':  # the official protocol: first val2017 image
+            assert hooks[0].num_images == 1 and hooks[0].selection == 'first'
+            assert 'val2017' in hooks[0].dataloader.dataset.ann_file
+        else:
+            assert hooks[0].num_images == 32 and hooks[0].selection == 'random'
+            assert 'train2017' in hooks[0].dataloader.dataset.ann_file
     else:
         assert cfg.model.scope == 'mmpretrain'
         assert cfg.test_evaluator.topk == (1, 5)

@@ -132,17 +132,16 @@ class QuantCalibrationHook(Hook):
             )
         return dataset
 
-    def select(self, dataset) -> list[int]:
+    def select(self, dataset, num_images: Optional[int] = None, what: str = 'calibration'):
+        """Dataset indices of ``num_images`` (default: the hook's) images, seeded."""
+        count = self.num_images if num_images is None else num_images
         n = len(dataset)
-        if n < self.num_images:
-            raise DataError(
-                f'calibration needs {self.num_images} images but the calibration '
-                f'dataset has only {n}'
-            )
+        if n < count:
+            raise DataError(f'{what} needs {count} images but the calibration dataset has only {n}')
         if self.selection == 'first':
-            return list(range(self.num_images))
+            return list(range(count))
         rng = np.random.default_rng(self.seed)
-        return sorted(int(i) for i in rng.choice(n, size=self.num_images, replace=False))
+        return sorted(int(i) for i in rng.choice(n, size=count, replace=False))
 
     @staticmethod
     def load_item(dataset, idx: int):
@@ -159,7 +158,7 @@ class QuantCalibrationHook(Hook):
             raise ImageError(f'calibration image {info.get("img_path", idx)!r} produced no data')
         return item
 
-    def forward_loop(self, dataset, indices: list[int], batch_size: int):
+    def forward_loop(self, dataset, indices: list[int], batch_size: int, progress: bool = True):
         """The ``forward_loop`` of :func:`mmdopq.apis.calibrate` over ``indices`` of ``dataset``.
 
         Items are loaded and collated as mmengine's test loop does and run through the
@@ -167,7 +166,7 @@ class QuantCalibrationHook(Hook):
         """
 
         def run(model) -> None:
-            bar = ProgressBar(len(indices)) if is_main_process() else None
+            bar = ProgressBar(len(indices)) if progress and is_main_process() else None
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start : start + batch_size]
                 model.test_step(pseudo_collate([self.load_item(dataset, i) for i in chunk]))
@@ -228,7 +227,17 @@ class QuantCalibrationHook(Hook):
             )
         logger.info(f'mmdopq: stage 1/3 calibration dataset: {dataset_s:.1f}s')
         loop = self.forward_loop(dataset, indices, batch_size)
-        result = calibrate(model, loop, log=logger.info)
+        recon_loop, recon_ids = None, None
+        settings = recipe.reconstruct_settings
+        if settings is not None:
+            # its own images, drawn by the same seeded selection (run twice per unit: no bar)
+            recon_indices = self.select(dataset, settings.num_images, 'block reconstruction')
+            recon_loop = self.forward_loop(dataset, recon_indices, batch_size, progress=False)
+            recon_ids = [
+                dataset.get_data_info(i).get('img_id', dataset.get_data_info(i).get('img_path', i))
+                for i in recon_indices
+            ]
+        result = calibrate(model, loop, log=logger.info, reconstruct_loop=recon_loop)
         times = dict(dataset_s=dataset_s, **result['times'])
         t = time.perf_counter()
         rank_digests = self._broadcast(model)
@@ -245,6 +254,12 @@ class QuantCalibrationHook(Hook):
             calib_files=[info.get('img_path') for info in infos],
             times=times,
             plan=result['plan'],
+            # per-unit results of block reconstruction, when the recipe asks for it
+            **(
+                {'reconstruct': result['reconstruct'], 'reconstruct_ids': recon_ids}
+                if 'reconstruct' in result
+                else {}
+            ),
             recipe=recipe.to_dict(),
             world_size=get_world_size(),
             qparams_digest=rank_digests[0],

@@ -1,0 +1,236 @@
+"""The cached inputs and targets of one reconstruction unit."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from torch import Tensor
+from torch.utils._pytree import tree_flatten, tree_unflatten
+
+_DTYPES = {'float32': torch.float32, 'float16': torch.float16}
+
+
+def _batched(leaf: Any, batch: int) -> bool:
+    return isinstance(leaf, Tensor) and leaf.dim() >= 1 and leaf.shape[0] == batch
+
+
+def _batch_size(leaves: list) -> int:
+    for leaf in leaves:
+        if isinstance(leaf, Tensor) and leaf.dim() >= 1:
+            return int(leaf.shape[0])
+    raise ValueError('a reconstruction unit was called without a batched tensor argument')
+
+
+def _signature(spec, leaves: list, batch: int) -> tuple:
+    """What must agree for samples to share a minibatch: structure, shapes, constants."""
+    sig = [repr(spec)]
+    for leaf in leaves:
+        if _batched(leaf, batch):
+            sig.append(('t', tuple(leaf.shape[1:]), str(leaf.dtype)))
+        elif isinstance(leaf, Tensor):
+            sig.append(('c', tuple(leaf.shape), leaf.data_ptr()))
+        else:
+            sig.append(('v', repr(leaf)))
+    return tuple(sig)
+
+
+class _Group:
+    """Samples of one signature: batched leaves concatenated along dim 0."""
+
+    def __init__(self, spec, leaves: list, batch: int) -> None:
+        self.spec = spec
+        self.mask = [_batched(leaf, batch) for leaf in leaves]
+        self.const = [None if m else leaf for m, leaf in zip(self.mask, leaves)]
+        self.parts: list[list[Tensor]] = [[leaf] for leaf, m in zip(leaves, self.mask) if m]
+        self.size = batch
+        self.data: list[Tensor] = []
+
+    def add(self, leaves: list, batch: int) -> None:
+        for part, leaf in zip(self.parts, [x for x, m in zip(leaves, self.mask) if m]):
+            part.append(leaf)
+        self.size += batch
+
+    def finish(self) -> None:
+        self.data = [torch.cat(p) if len(p) > 1 else p[0] for p in self.parts]
+        self.parts = []
+
+    def rebuild(self, idx: Tensor, dtype: Optional[torch.dtype]) -> Any:
+        it = iter(self.data)
+        leaves = []
+        for m, c in zip(self.mask, self.const):
+            if not m:
+                leaves.append(c)
+                continue
+            t = next(it)
+            t = t.index_select(0, idx.to(t.device))
+            if dtype is not None and t.is_floating_point():
+                t = t.to(dtype)
+            leaves.append(t)
+        return tree_unflatten(leaves, self.spec)
+
+
+class UnitCache:
+    """Inputs (``(args, kwargs)`` of the unit's calls) and targets (outputs) of one unit.
+
+    Both are recorded call by call in two passes over the same data (the quantized model
+    for the inputs, the float model for the targets), split into samples along the batch
+    dimension (dim 0 of every tensor whose first size is the call's batch size) and grouped
+    by signature (argument structure, per-sample shapes, non-tensor arguments): a minibatch
+    is drawn from one group, so images of different sizes (detection) never mix.
+
+    Args:
+        max_samples: Samples kept (the first ones recorded); ``0``: all.
+        dtype: ``'float32'`` or ``'float16'`` storage of floating tensors.
+        budget_mb: Memory budget of inputs and targets together (MiB); exceeding it
+            raises a ``MemoryError`` that names the remedies.
+        name: The unit's name, for messages.
+    """
+
+    def __init__(
+        self, max_samples: int = 0, dtype: str = 'float32', budget_mb: int = 0, name: str = ''
+    ) -> None:
+        self.max_samples = int(max_samples)
+        self.store_dtype = _DTYPES[dtype]
+        self.budget = int(budget_mb) << 20
+        self.name = name
+        self.inputs: list[_Group] = []
+        self.targets: list[_Group] = []
+        self._in_index: dict[tuple, int] = {}
+        self._in_order: list[tuple[int, int, int]] = []  # (group, offset, batch) per call
+        self._tgt_calls = 0
+        self._tgt_order: list[tuple[int, int]] = []
+        self.bytes = 0
+        self.n_inputs = 0
+        self.n_targets = 0
+        self.work_dtype: Optional[torch.dtype] = None
+
+    # -- recording -------------------------------------------------------------------
+    def full(self, which: str) -> bool:
+        n = self.n_inputs if which == 'inputs' else self.n_targets
+        return bool(self.max_samples) and n >= self.max_samples
+
+    def reset(self, which: str) -> None:
+        """Forget what was recorded of ``'inputs'`` or ``'targets'``."""
+        if which == 'inputs':
+            self.inputs, self._in_index, self._in_order, self.n_inputs = [], {}, [], 0
+        else:
+            self.targets, self._tgt_calls, self.n_targets = [], 0, 0
+
+    def _prepare(self, tree: Any, taken: int) -> tuple[Any, list, int]:
+        leaves, spec = tree_flatten(tree)
+        batch = _batch_size(leaves)
+        keep = batch if not self.max_samples else min(batch, self.max_samples - taken)
+        out = []
+        for leaf in leaves:
+            if _batched(leaf, batch):
+                t = leaf.detach()[:keep]
+                if t.is_floating_point():
+                    if self.work_dtype is None:
+                        self.work_dtype = t.dtype
+                    t = t.to(self.store_dtype)
+                out.append(t.clone())
+                self.bytes += out[-1].numel() * out[-1].element_size()
+            else:
+                out.append(leaf)
+        if self.budget and self.bytes > self.budget:
+            raise MemoryError(
+                f'reconstruction unit {self.name!r}: its cache exceeds '
+                f'quant.reconstruct.cache_mb={self.budget >> 20} MiB after {taken + keep} '
+                'samples; use cache_dtype="float16", fewer num_images, or raise cache_mb'
+            )
+        return spec, out, keep
+
+    def add_input(self, args: tuple, kwargs: dict) -> None:
+        """Record one call's arguments."""
+        spec, leaves, batch = self._prepare((tuple(args), dict(kwargs)), self.n_inputs)
+        sig = _signature(spec, leaves, batch)
+        gi = self._in_index.get(sig)
+        if gi is None:
+            gi = self._in_index[sig] = len(self.inputs)
+            self.inputs.append(_Group(spec, leaves, batch))
+            offset = 0
+        else:
+            offset = self.inputs[gi].size
+            self.inputs[gi].add(leaves, batch)
+        self._in_order.append((gi, offset, batch))
+        self.n_inputs += batch
+
+    def add_target(self, output: Any) -> None:
+        """Record one call's output (calls in the order of :meth:`add_input`)."""
+        call = self._tgt_calls
+        if call >= len(self._in_order):
+            raise ValueError(
+                f'reconstruction unit {self.name!r}: more target calls than input calls; '
+                'the forward loop must yield the same data on every pass'
+            )
+        gi, offset, batch = self._in_order[call]
+        spec, leaves, n = self._prepare(output, self.n_targets)
+        if n != batch:
+            raise ValueError(
+                f'reconstruction unit {self.name!r}: call {call} has {batch} input samples '
+                f'but {n} targets; the forward loop must yield the same data on every pass'
+            )
+        while len(self.targets) <= gi:
+            self.targets.append(None)  # type: ignore[arg-type]
+        if self.targets[gi] is None:
+            self.targets[gi] = _Group(spec, leaves, batch)
+        else:
+            self.targets[gi].add(leaves, batch)
+        self._tgt_calls += 1
+        self.n_targets += batch
+
+    def finish(self) -> None:
+        """Concatenate the recorded calls; check inputs and targets match."""
+        if not self.n_inputs:
+            raise ValueError(
+                f'reconstruction unit {self.name!r} was never called by the forward loop; '
+                'is it on the forward path of the model?'
+            )
+        if self.n_targets != self.n_inputs:
+            raise ValueError(
+                f'reconstruction unit {self.name!r}: {self.n_inputs} input samples but '
+                f'{self.n_targets} targets; the forward loop must yield the same data on '
+                'every pass'
+            )
+        for g in self.inputs + self.targets:
+            g.finish()
+
+    # -- use ---------------------------------------------------------------------------
+    @property
+    def num_samples(self) -> int:
+        return self.n_inputs
+
+    def batches(self, batch_size: int, indices: Optional[list[tuple[int, Tensor]]] = None):
+        """Iterate ``(args, kwargs, target)`` over all samples (or the given ones) in order."""
+        if indices is None:
+            indices = [(g, torch.arange(grp.size)) for g, grp in enumerate(self.inputs)]
+        for g, idx in indices:
+            for start in range(0, len(idx), batch_size):
+                yield self.get(g, idx[start : start + batch_size])
+
+    def get(self, group: int, idx: Tensor) -> tuple[tuple, dict, Any]:
+        args, kwargs = self.inputs[group].rebuild(idx, self.work_dtype)
+        return args, kwargs, self.targets[group].rebuild(idx, self.work_dtype)
+
+    def sample(self, batch_size: int, gen: torch.Generator) -> tuple[tuple, dict, Any]:
+        """A random minibatch (one group, drawn in proportion to its size)."""
+        sizes = torch.tensor([g.size for g in self.inputs], dtype=torch.float)
+        g = int(torch.multinomial(sizes, 1, generator=gen)) if len(sizes) > 1 else 0
+        n = self.inputs[g].size
+        idx = torch.randperm(n, generator=gen)[: min(batch_size, n)]
+        return self.get(g, idx)
+
+    def subset(self, n: int, gen: torch.Generator) -> list[tuple[int, Tensor]]:
+        """A fixed random subset of ``n`` samples (``0``: all) as ``(group, indices)``."""
+        total = self.num_samples
+        if not n or n >= total:
+            return [(g, torch.arange(grp.size)) for g, grp in enumerate(self.inputs)]
+        pick = torch.randperm(total, generator=gen)[:n].sort().values
+        out, start = [], 0
+        for g, grp in enumerate(self.inputs):
+            sel = pick[(pick >= start) & (pick < start + grp.size)] - start
+            if len(sel):
+                out.append((g, sel))
+            start += grp.size
+        return out

@@ -1,0 +1,227 @@
+"""Block reconstruction over the units of a calibrated model (the stage after calibration).
+
+For every unit the plan declares, in forward order: record the unit's inputs in the
+quantized model (whose earlier units are already reconstructed) and its float outputs on
+the same data, both by running ``forward_loop`` with a hook on the unit (the rest of
+each forward pass is skipped), then optimise the unit (:class:`UnitReconstructor`) and
+write the result into the model. Pure torch: no mm* import.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Callable, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from ..nn import QuantModuleMixin, WeightActQuantMixin
+from .cache import UnitCache
+from .progress import ProgressLine
+from .settings import ReconstructSettings
+from .unit import UnitReconstructor
+
+ForwardLoop = Callable[[nn.Module], Any]
+Log = Callable[[str], None]
+
+
+class _Stop(Exception):
+    """Raised by a capture hook to end a forward pass once the unit has been seen."""
+
+
+@contextmanager
+def _guarded_forward(model: nn.Module, skip: Callable[[], bool]) -> Iterator[None]:
+    """Make ``model.forward`` return ``None`` on :class:`_Stop` (and at once when ``skip()``).
+
+    Only the outermost call returns early: a model whose ``forward`` calls itself (an
+    mmpretrain classifier's ``predict`` calls ``self(inputs)``) lets the stop pass through
+    the inner call.
+    """
+    had = 'forward' in model.__dict__
+    orig = model.forward
+    depth = [0]
+
+    def forward(*args, **kwargs):
+        if depth[0]:
+            return orig(*args, **kwargs)
+        if skip():
+            return None
+        depth[0] += 1
+        try:
+            return orig(*args, **kwargs)
+        except _Stop:
+            return None
+        finally:
+            depth[0] -= 1
+
+    model.forward = forward
+    try:
+        yield
+    finally:
+        if had:
+            model.forward = orig
+        else:
+            del model.forward
+
+
+@contextmanager
+def _modes(model: nn.Module, mode: str) -> Iterator[None]:
+    """Every quantized layer in ``mode`` inside the block, then back to its own mode."""
+    layers = [m for m in model.modules() if isinstance(m, QuantModuleMixin)]
+    saved = [m.quant_mode for m in layers]
+    for m in layers:
+        m.set_quant_mode(mode)
+    try:
+        yield
+    finally:
+        for m, s in zip(layers, saved):
+            m.set_quant_mode(s)
+
+
+@contextmanager
+def _float_weights(originals: dict[int, tuple[WeightActQuantMixin, Tensor]]) -> Iterator[None]:
+    """The float weights of already reconstructed layers inside the block."""
+    saved = []
+    with torch.no_grad():
+        for layer, w in originals.values():
+            saved.append((layer, layer.weight.detach().clone()))
+            layer.weight.copy_(w)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for layer, w in saved:
+                layer.weight.copy_(w)
+
+
+def _run_pass(
+    model: nn.Module, forward_loop: ForwardLoop, unit: nn.Module, cache: UnitCache, which: str
+) -> None:
+    """Run ``forward_loop`` once, recording the unit's inputs or outputs into ``cache``.
+
+    Each forward pass stops at the unit; once ``cache`` holds its samples the remaining
+    passes return at once. If ``forward_loop`` cannot cope with a model that returns
+    ``None`` it is run again without stopping early.
+    """
+
+    def record(*args) -> None:
+        if cache.full(which):
+            if truncate:
+                raise _Stop
+            return
+        if which == 'inputs':
+            _, a, kw = args
+            cache.add_input(a, kw)
+        else:
+            cache.add_target(args[-1])
+        if truncate:
+            raise _Stop
+
+    if which == 'inputs':
+        handle = unit.register_forward_pre_hook(lambda m, a, kw: record(m, a, kw), with_kwargs=True)
+    else:
+        handle = unit.register_forward_hook(lambda m, a, out: record(m, a, out))
+    truncate = True
+    try:
+        with torch.no_grad():
+            try:
+                with _guarded_forward(model, lambda: cache.full(which)):
+                    forward_loop(model)
+            except MemoryError:
+                raise
+            except Exception:
+                # the loop used the (skipped) output: run it through in full (a real
+                # error raises again there)
+                truncate = False
+                cache.reset(which)
+                forward_loop(model)
+    finally:
+        handle.remove()
+
+
+def select_units(plan: Any, settings: ReconstructSettings) -> list[tuple[str, nn.Module]]:
+    """The plan's units the settings reconstruct, in forward order (``neck`` units on ask)."""
+    kinds = getattr(plan, 'unit_kinds', {})
+    return [(n, m) for n, m in plan.units if settings.neck or kinds.get(n) != 'neck']
+
+
+def reconstruct(
+    model: nn.Module,
+    forward_loop: ForwardLoop,
+    settings: Union[ReconstructSettings, Mapping, None] = None,
+    log: Optional[Log] = None,
+) -> dict:
+    """Reconstruct every unit of a calibrated model, in forward order, in place.
+
+    Args:
+        model: A model calibrated by :func:`mmdopq.apis.calibrate` (``quant`` mode); its
+            ``quant_plan.units`` are the units.
+        forward_loop: Runs the reconstruction data through its argument (called twice per
+            unit; it must yield the same data in the same order every time, and may ignore
+            the model's return value, which is ``None`` when a pass stops early).
+        settings: :class:`ReconstructSettings` or a ``quant.reconstruct`` mapping.
+        log: Receives one line per unit (loss before/after, iterations, time).
+
+    Returns:
+        dict: ``units`` (per unit: ``loss_before``, ``loss_after``, ``iters``,
+        ``best_iter``, ``reverted``, ``samples``, ``time_s``, ...), ``seed``, ``settings``,
+        ``total_s``.
+    """
+    if not isinstance(settings, ReconstructSettings):
+        settings = ReconstructSettings.from_mapping(settings)
+    plan = getattr(model, 'quant_plan', None)
+    if plan is None or not hasattr(plan, 'units'):
+        raise ValueError(
+            f'{type(model).__name__} has no quant_plan: prepare and calibrate it first'
+        )
+    say = log or (lambda _: None)
+    seed = settings.seed if settings.seed is not None else plan.recipe.seed
+    units = select_units(plan, settings)
+    if not units:
+        raise ValueError(f'{type(model).__name__}: its adapter declares no reconstruction units')
+    fixed = set()
+    for name in plan.post_softmax_sites:
+        fixed.add(id(plan.sites[name].quantizer_a))
+    was_training = model.training
+    model.eval()
+    t0 = time.perf_counter()
+    originals: dict[int, tuple[WeightActQuantMixin, Tensor]] = {}
+    records: dict[str, dict] = {}
+    say(
+        f'mmdopq: reconstruct {len(units)} units, up to {settings.iters} iterations each '
+        f'(batch {settings.batch_size}, QDrop {settings.drop_prob}, seed {seed})'
+    )
+    for k, (name, unit) in enumerate(units):
+        t = time.perf_counter()
+        cache = UnitCache(settings.num_images, settings.cache_dtype, settings.cache_mb, name)
+        _run_pass(model, forward_loop, unit, cache, 'inputs')
+        with _modes(model, 'float'), _float_weights(originals):
+            _run_pass(model, forward_loop, unit, cache, 'targets')
+        cache.finish()
+        capture_s = time.perf_counter() - t
+        progress = ProgressLine(
+            f'mmdopq: reconstruct {k + 1}/{len(units)} {name}',
+            settings.iters,
+            enabled=settings.progress,
+        )
+        runner = UnitReconstructor(name, unit, fixed, settings, seed=seed * 7919 + k)
+        rec = runner.run(cache, progress)
+        progress.close()
+        originals.update(runner.original_weights)
+        rec['capture_s'] = capture_s
+        rec['time_s'] += capture_s
+        records[name] = rec
+        del cache
+        it_s = rec['iters'] and (rec['time_s'] - capture_s) / rec['iters']
+        say(
+            f'mmdopq: reconstruct {k + 1}/{len(units)} {name}: loss {rec["loss_before"]:.4g} '
+            f'-> {rec["loss_after"]:.4g} ({rec["iters"]} iterations, best at '
+            f'{rec["best_iter"]}{", reverted" if rec["reverted"] else ""}; '
+            f'{rec["samples"]} samples) {rec["time_s"]:.1f}s ({it_s:.3f} s/iteration)'
+        )
+    total = time.perf_counter() - t0
+    model.train(was_training)
+    say(f'mmdopq: reconstruct: {len(units)} units in {total:.1f}s')
+    return dict(units=records, seed=seed, settings=settings.to_dict(), total_s=total)
