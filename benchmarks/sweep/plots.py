@@ -21,7 +21,7 @@ from ..reference.models import REPO_ROOT
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from .runner import RunSpec
+    from .spec import RunSpec
 
 _BITS_ORDER = ('w2a2', 'w3a3', 'w4a4', 'w5a5', 'w6a6', 'w8a8')
 
