@@ -38,3 +38,31 @@ def test_two_ranks_match_single_process(tiny_cfg, float_ckpt, tmp_path):
     assert cal['qparams_digest'] == single['calibration']['qparams_digest']
     assert dist['metrics'] == single['metrics']
     assert cal['calib_ids'] == single['calibration']['calib_ids']
+
+
+def test_dist_script_uses_the_project_interpreter(tmp_path):
+    """Without PYTHON set and without the venv active (no torch on PATH), dist_quantize.sh
+    still runs the tool with the project's interpreter (make install's .venv)."""
+    from tests.conftest import mm_required
+
+    venv_python = osp.join(REPO, '.venv', 'bin', 'python')
+    if not osp.exists(venv_python):
+        message = f'{venv_python} does not exist (the venv make install creates)'
+        if mm_required():
+            raise AssertionError(message)
+        import pytest
+
+        pytest.skip(message)
+    env = {k: v for k, v in os.environ.items() if k not in ('PYTHON', 'VIRTUAL_ENV')}
+    env.update(PATH='/usr/bin:/bin', PORT='29519', OMP_NUM_THREADS='1')
+    script = osp.join(REPO, 'tools', 'dist_quantize.sh')
+    out = subprocess.run(
+        ['bash', script, 'cfg.py', 'ckpt.pth', '1', '--help'],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert '--cfg-options' in out.stdout and '--launcher' in out.stdout
