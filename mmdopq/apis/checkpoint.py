@@ -10,7 +10,7 @@ import os.path as osp
 
 from ..recipe import RECIPES, QuantRecipe
 from ..utils.errors import CheckpointError, MissingFileError
-from ..utils.fileio import write_atomic
+from ..utils.fileio import json_safe, write_atomic
 
 
 def load_checkpoint_file(path: str) -> dict:
@@ -130,7 +130,7 @@ def check_same_recipe(ckpt: dict, recipe: QuantRecipe, path: str) -> None:
         for k, v in saved.items()
         if k in current
         and k not in CALIBRATION_ONLY_KEYS
-        and _normalise(v) != _normalise(current[k])
+        and json_safe(v) != json_safe(current[k])  # tuples come back from a checkpoint as lists
     }
     if not diff:
         return
@@ -156,15 +156,6 @@ def check_same_recipe(ckpt: dict, recipe: QuantRecipe, path: str) -> None:
         f'(checkpoint vs config: {listed}); evaluate it with the settings it was made with '
         f'({" ".join(flags)}) or quantize the float checkpoint again'
     )
-
-
-def _normalise(value):
-    # JSON / checkpoint round trips turn tuples into lists
-    if isinstance(value, (list, tuple)):
-        return [_normalise(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _normalise(v) for k, v in value.items()}
-    return value
 
 
 def _option_value(value) -> str:

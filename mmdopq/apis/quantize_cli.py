@@ -478,9 +478,7 @@ def _run(args, argv, cfg, recipe, runner, model, loaded, was_quantized) -> dict:
     ckpt_path = osp.join(cfg.work_dir, 'quantized.pth')
     if is_main_process() and osp.exists(results_path):
         os.remove(results_path)  # a stale record must not sit beside this run's files
-    source_sha = None
-    if not was_quantized and osp.isfile(args.checkpoint):
-        source_sha = file_sha256(args.checkpoint)
+    run_versions = versions()
     t0 = time.perf_counter()
     reused = None
     if was_quantized:
@@ -493,6 +491,8 @@ def _run(args, argv, cfg, recipe, runner, model, loaded, was_quantized) -> dict:
         hook.calibrate(runner)
         calibration, saved_recipe, provenance = dict(hook.record), recipe.to_dict(), {}
     else:
+        # the float checkpoint's digest: the key of a reusable calibration and its provenance
+        source_sha = file_sha256(args.checkpoint) if osp.isfile(args.checkpoint) else None
         reused = reusable_calibration(ckpt_path, recipe, hook, source_sha)
         if reused is not None:
             model.load_state_dict(reused['state_dict'])
@@ -511,12 +511,13 @@ def _run(args, argv, cfg, recipe, runner, model, loaded, was_quantized) -> dict:
                 source_checkpoint=args.checkpoint,
                 source_sha256=source_sha,
                 calibration_settings=hook.settings(),
-                calibrated_with=versions(),
+                calibrated_with=run_versions,
             )
         saved_recipe = recipe.to_dict()
     calib_s = time.perf_counter() - t0
     calibration.pop('recipe', None)
     calibration.pop('skipped', None)
+    calibration.setdefault('from_checkpoint', False)
     meta = dict(
         recipe=json_safe(saved_recipe),
         calibration=json_safe(calibration),
@@ -526,7 +527,7 @@ def _run(args, argv, cfg, recipe, runner, model, loaded, was_quantized) -> dict:
     save = not args.no_save and not recipe.is_float and reused is None
     if is_main_process() and save:
         # before evaluation: a failed evaluation must not cost the calibration
-        save_quantized(model, ckpt_path, dict(meta, versions=versions()))
+        save_quantized(model, ckpt_path, dict(meta, versions=run_versions))
     t = time.perf_counter()
     metrics = runner.test()
     eval_s = time.perf_counter() - t
@@ -540,16 +541,14 @@ def _run(args, argv, cfg, recipe, runner, model, loaded, was_quantized) -> dict:
         abits=recipe.abits,
         scope=recipe.scope,
         quant=json_safe(saved_recipe),
-        calibration=dict(from_checkpoint=False, **calibration)
-        if 'from_checkpoint' not in calibration
-        else calibration,
+        calibration=calibration,
         provenance=provenance,
         seed=saved_recipe['seed'],
         test_images=len(runner.test_loop.dataloader.dataset),
         calib_s=calib_s,
         eval_s=eval_s,
         total_s=calib_s + eval_s,
-        versions=versions(),
+        versions=run_versions,
         argv=sys.argv if argv is None else list(argv),
         input_checkpoint_quantized=was_quantized,
     )
@@ -557,7 +556,7 @@ def _run(args, argv, cfg, recipe, runner, model, loaded, was_quantized) -> dict:
         if save or reused is not None:
             results['quantized_checkpoint'] = ckpt_path
         if save:  # the same calibration, now with the metrics it gave
-            save_quantized(model, ckpt_path, dict(meta, metrics=metrics, versions=versions()))
+            save_quantized(model, ckpt_path, dict(meta, metrics=metrics, versions=run_versions))
         dump_json_atomic(results, results_path)
         runner.logger.info(f'mmdopq: results written to {results_path}')
     return results

@@ -69,8 +69,8 @@ def test_quant_bases(bits):
     )
 
 
-def test_detection_config_uses_the_official_protocol():
-    pytest.importorskip('mmdet')
+def test_detection_config_uses_the_official_protocol(require_mm):
+    require_mm('mmdet')  # the config inherits mmdet:: bases (a failure, not a skip, under CI)
     path = 'configs/dopq/repq-official_w4a4_mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py'
     cfg = Config.fromfile(osp.join(REPO, path))
     assert QuantRecipe.from_cfg(cfg.model.quant).recipe == 'repq_official'

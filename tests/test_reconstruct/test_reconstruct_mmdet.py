@@ -7,12 +7,8 @@ from mmdopq.apis import calibrate
 from mmdopq.nn import QuantConv2d, QuantLinear
 from mmdopq.reconstruct import ReconstructSettings, reconstruct
 from mmdopq.reconstruct.stage import select_units
+from tests.test_models.test_quantized_model import batches, build_quantized
 from tests.tiny_models import build_float_detector
-
-pytest.importorskip('mmdet')
-pytest.importorskip('mmcv.ops')
-
-from tests.test_models.test_quantized_model import batches, build_quantized  # noqa: E402
 
 FAST = dict(iters=8, batch_size=1, num_images=2, eval_every=4, progress=False)
 

@@ -209,8 +209,8 @@ class QuantCalibrationHook(Hook):
         dataset = self.build_dataset(runner)
         indices = self.select(dataset)
         infos = [dataset.get_data_info(i) for i in indices]
+        ids = image_ids(infos, indices)
         dataset_s = time.perf_counter() - t0
-        ids = [info.get('img_id', info.get('img_path', i)) for info, i in zip(infos, indices)]
         logger.info(
             f'mmdopq: calibrating {recipe.recipe} {recipe.bits_tag} (scope '
             f'{recipe.scope}) on {len(ids)} images ({self.selection}, seed {self.seed}): '
@@ -233,10 +233,7 @@ class QuantCalibrationHook(Hook):
             # its own images, drawn by the same seeded selection (run twice per unit: no bar)
             recon_indices = self.select(dataset, settings.num_images, 'block reconstruction')
             recon_loop = self.forward_loop(dataset, recon_indices, batch_size, progress=False)
-            recon_ids = [
-                dataset.get_data_info(i).get('img_id', dataset.get_data_info(i).get('img_path', i))
-                for i in recon_indices
-            ]
+            recon_ids = image_ids([dataset.get_data_info(i) for i in recon_indices], recon_indices)
         result = calibrate(model, loop, log=logger.info, reconstruct_loop=recon_loop)
         times = dict(dataset_s=dataset_s, **result['times'])
         t = time.perf_counter()
@@ -310,3 +307,8 @@ def state_digest(state: dict) -> str:
         h.update(key.encode())
         h.update(state[key].detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def image_ids(infos: list, indices: list) -> list:
+    """The id of each image (COCO ``img_id``, else its path, else its dataset index)."""
+    return [info.get('img_id', info.get('img_path', i)) for info, i in zip(infos, indices)]
