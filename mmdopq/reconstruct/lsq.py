@@ -16,6 +16,27 @@ def round_ste(x: Tensor) -> Tensor:
     return x + (torch.round(x) - x).detach()
 
 
+def keep_mask(
+    shape: torch.Size, drop_prob: float, generator: Optional[torch.Generator], device
+) -> Tensor:
+    """A float ``{0, 1}`` mask, each element 1 with probability ``1 - drop_prob`` (QDrop).
+
+    On the CPU one 64-bit draw gives four 16-bit uniforms (``torch.rand`` draws one number
+    per element and cost as much as the rest of the fake quantization); ``drop_prob`` is then
+    resolved to 1/65536. Other devices use ``torch.rand``.
+    """
+    n = math.prod(shape)
+    if torch.device(device).type != 'cpu':
+        return (torch.rand(shape, generator=generator, device=device) >= drop_prob).float()
+    words = torch.empty((n + 3) // 4, dtype=torch.int64)
+    words.random_(-(2**63), 2**63 - 1, generator=generator)
+    u16 = words.view(torch.int16)[:n].reshape(shape)
+    # u16 is uniform on [-32768, 32767]: P(u16 >= t) = 1 - drop_prob
+    threshold = round(drop_prob * 65536) - 32768
+    # bool -> uint8 is a view; uint8 -> float converts several times faster than bool -> float
+    return (u16 >= threshold).view(torch.uint8).float()
+
+
 def grad_scale(x: Tensor, g: float) -> Tensor:
     """``x`` in the forward pass, its gradient multiplied by ``g`` (LSQ's step-gradient scale)."""
     return (x - x * g).detach() + x * g
@@ -35,7 +56,8 @@ class _LSQFakeQuant(torch.autograd.Function):
         q = torch.round(x / s).add_(z)
         out = q.clamp_(qmin, qmax).sub_(z).mul_(s)
         if keep is not None:
-            out = torch.where(keep, out, x)
+            # exact at 0 and 1, and much cheaper than torch.where on the CPU
+            out = torch.lerp(x, out, keep)
         ctx.save_for_backward(x, s, z, keep)
         ctx.bounds = (qmin, qmax)
         return out
@@ -49,10 +71,14 @@ class _LSQFakeQuant(torch.autograd.Function):
         inside = (q >= qmin) & (q <= qmax)
         # inside: round(u) - u; clamped: the bound's level, clamp(q) - z
         ds = q.clamp_(qmin, qmax).sub_(z).sub_(u.mul_(inside))
+        gx = None
+        if ctx.needs_input_grad[0]:
+            pass_x = inside.float()
+            if keep is not None:  # dropped elements pass straight through
+                pass_x = torch.lerp(torch.ones_like(pass_x), pass_x, keep)
+            gx = grad * pass_x
         if keep is not None:
-            inside |= ~keep
             ds.mul_(keep)
-        gx = grad * inside if ctx.needs_input_grad[0] else None
         gs = ds.mul_(grad).sum_to_size(s.shape) if ctx.needs_input_grad[1] else None
         return gx, gs, None, None, None, None
 
@@ -108,8 +134,7 @@ class LSQActQuantizer(nn.Module):
         z = self._broadcast(self.zero_point, xf)
         keep = None
         if self.training and self.drop_prob > 0:
-            rand = torch.rand(xf.shape, generator=self.generator, device=xf.device)
-            keep = rand >= self.drop_prob
+            keep = keep_mask(xf.shape, self.drop_prob, self.generator, xf.device)
         return _LSQFakeQuant.apply(xf, s, z, self.qmin, self.qmax, keep).to(x.dtype)
 
     def learned_scale(self) -> Tensor:

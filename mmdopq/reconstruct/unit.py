@@ -46,8 +46,8 @@ class UnitReconstructor:
     Every ``eval_every`` iterations the *hardened* state (rounding ``h >= 0.5``, learned
     steps, no QDrop) is scored on a fixed subset of the cache; the best one, or the
     calibrated state when nothing beats it, is what is kept. Early stopping ends the
-    optimisation after ``patience`` evaluations without a relative improvement of
-    ``min_delta``.
+    optimisation after ``patience`` evaluations past the warm-up without a relative
+    improvement of ``min_delta``.
 
     Writing back: a weight becomes ``s * (q - z)`` (its hardened integers on the
     quantizer's unchanged grid, so the layer's plain fake quantization reproduces it
@@ -239,7 +239,9 @@ class UnitReconstructor:
                     else:
                         if cur < best_loss:  # better, not by enough to reset patience
                             best, best_loss, best_it = self._snapshot(), cur, it
-                        stale += 1
+                        # the hardened state only settles once the regulariser pushes the
+                        # rounding to 0 / 1: no early stop during the warm-up
+                        stale += it > warm
                         if patience and stale >= patience:
                             break
         self.hard = False

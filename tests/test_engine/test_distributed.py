@@ -6,12 +6,18 @@ import os.path as osp
 import subprocess
 import sys
 
+import pytest
+
 from tests.test_apis.test_quantize_cli_detection import run
 from tests.tiny_models import REPO
 
 
-def test_two_ranks_match_single_process(tiny_cfg, float_ckpt, tmp_path):
-    cfg = tiny_cfg('dopq', 4)
+@pytest.mark.parametrize('reconstruct', [False, True], ids=['calibrate', 'reconstruct'])
+def test_two_ranks_match_single_process(reconstruct, tiny_cfg, float_ckpt, tmp_path):
+    quant = {}
+    if reconstruct:  # every rank reconstructs on the same images; rank 0's result is broadcast
+        quant = dict(reconstruct=dict(iters=6, num_images=2, batch_size=1, eval_every=2))
+    cfg = tiny_cfg('dopq', 4, **quant)
     single = run(cfg, float_ckpt, tmp_path / 'single')
     env = dict(os.environ, PYTHON=sys.executable, PORT='29517', OMP_NUM_THREADS='1')
     out = subprocess.run(
@@ -38,6 +44,13 @@ def test_two_ranks_match_single_process(tiny_cfg, float_ckpt, tmp_path):
     assert cal['qparams_digest'] == single['calibration']['qparams_digest']
     assert dist['metrics'] == single['metrics']
     assert cal['calib_ids'] == single['calibration']['calib_ids']
+    if reconstruct:
+        rec, rec1 = cal['reconstruct'], single['calibration']['reconstruct']
+        assert cal['reconstruct_ids'] == single['calibration']['reconstruct_ids']
+        assert [u['loss_after'] for u in rec['units'].values()] == [
+            u['loss_after'] for u in rec1['units'].values()
+        ]
+        assert any(u['changed'] for u in rec['units'].values())
 
 
 def test_dist_script_uses_the_project_interpreter(tmp_path):
@@ -50,8 +63,6 @@ def test_dist_script_uses_the_project_interpreter(tmp_path):
         message = f'{venv_python} does not exist (the venv make install creates)'
         if mm_required():
             raise AssertionError(message)
-        import pytest
-
         pytest.skip(message)
     env = {k: v for k, v in os.environ.items() if k not in ('PYTHON', 'VIRTUAL_ENV')}
     env.update(PATH='/usr/bin:/bin', PORT='29519', OMP_NUM_THREADS='1')
