@@ -262,7 +262,10 @@ class QuantRecipe:
         if 'tanq_search' in merged:
             merged['tanq_search'] = check_tanq_search(merged['tanq_search'])
         if 'reconstruct' in merged:
-            merged['reconstruct'] = check_reconstruct(merged['reconstruct'] or {})
+            rec = check_reconstruct(merged['reconstruct'] or {})
+            # a switched-off stage (a config's defaults for when it is switched on) is the
+            # same recipe as none: recorded and compared as ``{}``
+            merged['reconstruct'] = rec if rec.get('enabled', True) else {}
         return cls(**merged)
 
     def to_dict(self) -> dict:

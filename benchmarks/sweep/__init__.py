@@ -8,6 +8,7 @@
 from .plots import make_plots, plot_metric_vs_bits, plot_mosf_scales
 from .report import (
     compare_recipes,
+    compare_reconstruction,
     machine_info,
     merge_earlier,
     percent,
@@ -25,6 +26,7 @@ __all__ = [
     'VARIANT_NOTES',
     'RunSpec',
     'build_specs',
+    'compare_reconstruction',
     'compare_recipes',
     'machine_info',
     'make_plots',

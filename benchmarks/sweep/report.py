@@ -43,7 +43,9 @@ def summarize(runs: Sequence[dict], val_images: Optional[dict] = None) -> list[d
         mean) and ``metrics_std``, ``calib_s``, ``eval_s``, ``float_eval_s``,
         ``eval_vs_float``, ``calib_vs_float_pass`` (calibration time over the time of one
         float pass over the calibration images, estimated per image from the float
-        evaluation), ``peak_rss_mb`` (max over seeds) and ``seeds``.
+        evaluation), ``recon_s`` (block reconstruction's part of ``calib_s``, ``None``
+        without it) and ``recon_vs_float_eval`` (over the float evaluation of the same
+        sweep), ``peak_rss_mb`` (max over seeds) and ``seeds``.
     """
     floats = {r['model']: r for r in runs if r['recipe'] == 'float'}
     groups: dict[tuple, list[dict]] = {}
@@ -58,6 +60,7 @@ def summarize(runs: Sequence[dict], val_images: Optional[dict] = None) -> list[d
         names = list(rs[0]['metrics'])
         n_val = (val_images or {}).get(model)
         calib_s = _mean([r['calib_s'] for r in rs])
+        recon = [r['recon_s'] for r in rs if r.get('recon_s') is not None]
         float_pass = None
         if n_val and rs[0]['calib_images']:
             float_pass = fl['eval_s'] / n_val * rs[0]['calib_images']
@@ -78,6 +81,8 @@ def summarize(runs: Sequence[dict], val_images: Optional[dict] = None) -> list[d
                 metrics_std={k: _std([r['metrics'][k] for r in rs]) for k in names},
                 float_metrics=fl['metrics'],
                 calib_s=calib_s,
+                recon_s=_mean(recon) if recon else None,
+                recon_vs_float_eval=_mean(recon) / fl['eval_s'] if recon else None,
                 eval_s=_mean([r['eval_s'] for r in rs]),
                 float_eval_s=fl['eval_s'],
                 eval_vs_float=_mean([r['eval_s'] for r in rs]) / fl['eval_s'],
@@ -139,6 +144,48 @@ def compare_recipes(records: Sequence[dict], a: str = 'dopq', b: str = 'repq') -
     return out
 
 
+def compare_reconstruction(records: Sequence[dict], suffix: str = '-recon') -> list[dict]:
+    """Each ``<recipe><suffix>`` row against its calibration-only ``<recipe>`` row.
+
+    Returns:
+        list[dict]: ``model``, ``bits``, ``recipe`` (the calibration-only one),
+        ``metric_name``, ``float_metric``, ``calib_only`` / ``recon`` (means) and their
+        ``*_std``, ``gain`` (recon - calib_only), ``recovered`` (the share of the
+        calibration-only loss to float that reconstruction wins back; ``None`` when there
+        was no loss), ``to_float`` (recon - float), ``recon_s``, ``float_eval_s`` and
+        ``seeds`` (of the reconstructed row).
+    """
+    by_key = {(r['model'], r['recipe'], r['bits']): r for r in records}
+    out = []
+    for (model, recipe, bits), rr in by_key.items():
+        if not recipe.endswith(suffix):
+            continue
+        rc = by_key.get((model, recipe[: -len(suffix)], bits))
+        if rc is None:
+            continue
+        loss = rr['float_metric'] - rc['metric']
+        out.append(
+            dict(
+                model=model,
+                bits=bits,
+                recipe=rc['recipe'],
+                metric_name=rr['metric_name'],
+                float_metric=rr['float_metric'],
+                calib_only=rc['metric'],
+                calib_only_std=rc['metric_std'],
+                recon=rr['metric'],
+                recon_std=rr['metric_std'],
+                gain=rr['metric'] - rc['metric'],
+                recovered=(rr['metric'] - rc['metric']) / loss if loss > 0 else None,
+                to_float=rr['metric'] - rr['float_metric'],
+                recon_s=rr.get('recon_s'),
+                float_eval_s=rr['float_eval_s'],
+                seeds=len(rr['seeds']),
+            )
+        )
+    return out
+
+
 def machine_info() -> dict:
     """CPU, cores and OS of this machine (recorded once per results file)."""
     cpu = platform.processor() or platform.machine()
@@ -192,6 +239,7 @@ def render_markdown(records: Sequence[dict], header: dict, title: str) -> str:
     by_model: dict[str, list[dict]] = {}
     for r in records:
         by_model.setdefault(r['model'], []).append(r)
+    recon_cols = any(r.get('recon_s') is not None for r in records)
     for model, rs in by_model.items():
         first = rs[0]
         names = list(first['metrics'])
@@ -208,7 +256,10 @@ def render_markdown(records: Sequence[dict], header: dict, title: str) -> str:
             )
             lines.append('')
         head = ['recipe', 'bits'] + [f'{n} (%)' for n in names] + ['drop']
-        head += ['calib s', 'eval s', 'x float', 'calib / float pass', 'peak RSS MB', 'seeds']
+        head += ['calib s', 'eval s', 'x float', 'calib / float pass']
+        if recon_cols:
+            head += ['recon s', 'recon / float eval']
+        head += ['peak RSS MB', 'seeds']
         lines.append('| ' + ' | '.join(head) + ' |')
         lines.append('|' + '---|' * len(head))
         for r in rs:
@@ -224,12 +275,25 @@ def render_markdown(records: Sequence[dict], header: dict, title: str) -> str:
                 _fmt(r['eval_s']),
                 _fmt(r['eval_vs_float'], '.2f'),
                 _fmt(r['calib_vs_float_pass'], '.2f') if r['recipe'] != 'float' else '',
+            ]
+            if recon_cols:
+                has = r.get('recon_s') is not None
+                cells += [
+                    _fmt(r['recon_s']) if has else '',
+                    _fmt(r['recon_vs_float_eval'], '.2f') if has else '',
+                ]
+            cells += [
                 _fmt(r['peak_rss_mb'], '.0f'),
                 str(len(r['seeds'])),
             ]
             lines.append('| ' + ' | '.join(cells) + ' |')
         lines.append('')
+    recon_rows = compare_reconstruction(records)
+    if recon_rows:
+        lines += _reconstruction_section(recon_rows)
     comparisons = compare_recipes(records)
+    if recon_rows:
+        comparisons += compare_recipes(records, 'dopq-recon', 'repq-recon')
     if comparisons:
         lines.append('## DopQ vs the RepQ-ViT recipe')
         lines.append('')
@@ -238,10 +302,11 @@ def render_markdown(records: Sequence[dict], header: dict, title: str) -> str:
             'exceeds the spread, sqrt(std_dopq^2 + std_repq^2) over calibration seeds.'
         )
         lines.append('')
-        lines.append('| model | bits | dopq | repq | diff | spread | seeds | verdict |')
-        lines.append('|---|---|---|---|---|---|---|---|')
+        lines.append('| model | bits | recipes | DopQ | RepQ | diff | spread | seeds | verdict |')
+        lines.append('|---|---|---|---|---|---|---|---|---|')
         for c in comparisons:
-            cells = [c['model'], c['bits'], f'{c["metric_a"]:.2f}', f'{c["metric_b"]:.2f}']
+            cells = [c['model'], c['bits'], f'{c["a"]} vs {c["b"]}']
+            cells += [f'{c["metric_a"]:.2f}', f'{c["metric_b"]:.2f}']
             cells += [f'{c["diff"]:+.2f}', _fmt(c['spread'], '.2f'), str(c['seeds'])]
             cells.append(c['verdict'])
             lines.append('| ' + ' | '.join(cells) + ' |')
@@ -251,6 +316,35 @@ def render_markdown(records: Sequence[dict], header: dict, title: str) -> str:
     lines.append('Recipes: ' + '; '.join(notes))
     lines.append('')
     return '\n'.join(lines)
+
+
+def _reconstruction_section(rows: Sequence[dict]) -> list[str]:
+    lines = ['## Block reconstruction against calibration only', '']
+    lines.append(
+        'calib only / recon: mean +- std over seeds (percent); gain = recon - calib only; '
+        'recovered = gain / (float - calib only); recon s = reconstruction time, beside the '
+        'float evaluation of the same sweep.'
+    )
+    lines.append('')
+    head = ['model', 'bits', 'recipe', 'float', 'calib only', 'recon', 'gain', 'recovered']
+    head += ['recon - float', 'recon s', 'float eval s', 'seeds']
+    lines.append('| ' + ' | '.join(head) + ' |')
+    lines.append('|' + '---|' * len(head))
+    for c in rows:
+        cells = [c['model'], c['bits'], c['recipe'], f'{c["float_metric"]:.2f}']
+        cells += [
+            f'{c["calib_only"]:.2f} +- {c["calib_only_std"]:.2f}',
+            f'{c["recon"]:.2f} +- {c["recon_std"]:.2f}',
+            f'{c["gain"]:+.2f}',
+            '-' if c['recovered'] is None else f'{100 * c["recovered"]:.0f} %',
+            f'{c["to_float"]:+.2f}',
+            _fmt(c['recon_s']),
+            _fmt(c['float_eval_s']),
+            str(c['seeds']),
+        ]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    lines.append('')
+    return lines
 
 
 def merge_earlier(
@@ -316,7 +410,11 @@ def write_results(
     json_path = osp.join(out_dir, 'results.json')
     md_path = osp.join(out_dir, 'results.md')
     slim_runs = [{k: v for k, v in r.items() if k not in ('mosf', 'versions')} for r in runs]
-    data = dict(**header, records=list(records), comparisons=compare_recipes(records))
+    comparisons = compare_recipes(records) + compare_recipes(records, 'dopq-recon', 'repq-recon')
+    data = dict(**header, records=list(records), comparisons=comparisons)
+    recon = compare_reconstruction(records)
+    if recon:
+        data['reconstruction'] = recon
     dump_json_atomic(dict(**data, runs=slim_runs), json_path)
     write_text_atomic(md_path, render_markdown(records, header, title))
     return json_path, md_path

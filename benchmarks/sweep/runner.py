@@ -163,6 +163,8 @@ def run_record(spec: RunSpec, info: dict, results_file: str) -> dict:
         metric=metrics[spec.model.metric_name],
         metrics={k: metrics[k] for k in spec.model.metric_names if k in metrics},
         calib_s=res['calib_s'],
+        # block reconstruction's share of calib_s (None: the run did not reconstruct)
+        recon_s=(calib.get('reconstruct') or {}).get('total_s'),
         eval_s=res['eval_s'],
         wall_s=info['wall_s'],
         peak_rss_mb=info['peak_rss_mb'],

@@ -13,6 +13,13 @@ VAL1 = (
     'custom_hooks.0.dataloader.dataset.ann_file=annotations/instances_val.json',
     'custom_hooks.0.dataloader.dataset.data_prefix.img=val/',
 )
+
+
+def recon(iters: int) -> tuple[str, ...]:
+    """``--cfg-options`` that switch block reconstruction on with ``iters`` per unit."""
+    return ('model.quant.reconstruct.enabled=True', f'model.quant.reconstruct.iters={iters}')
+
+
 #: Benchmark variants: name -> (``--recipe`` of tools/quantize.py, extra ``--cfg-options``).
 #: The MOSF fold rules are the rows ``tanq_only`` (rule ``mean``: TanQ + RepQ-ViT's exact
 #: fold), ``dopq-median`` (rule ``median``) and ``dopq`` (rule ``mad``, i.e. MOSF). The
@@ -64,6 +71,21 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     'repq-linear_pct': ('repq', ('model.quant.percentile_mode=linear',)),
     'repq-frac_zp': ('repq', ('model.quant.fold_zero_point=fractional',)),
     'dopq-calib128': ('dopq', ('custom_hooks.0.num_images=128',)),
+    # Block reconstruction after calibration (docs/reconstruction.md) with the config's
+    # settings and ``iters`` iterations per unit; ``*-recon`` is the default, 300.
+    'repq-recon': ('repq', recon(300)),
+    'dopq-recon': ('dopq', recon(300)),
+    'dopq-recon100': ('dopq', recon(100)),
+    'dopq-recon1000': ('dopq', recon(1000)),
+    'dopq-recon3000': ('dopq', recon(3000)),
+    'dopq-recon100-published_lr': (
+        'dopq',
+        (
+            *recon(100),
+            'model.quant.reconstruct.lr_weight=1e-3',
+            'model.quant.reconstruct.lr_step=4e-5',
+        ),
+    ),
 }
 
 #: What each variant is, for tables.
@@ -93,4 +115,11 @@ VARIANT_NOTES = {
     'repq-linear_pct': 'RepQ-ViT recipe, linear percentiles over the whole tensor (official)',
     'repq-frac_zp': 'RepQ-ViT recipe, fold zero point mean(z) left fractional (official)',
     'dopq-calib128': 'DopQ-ViT calibrated on 128 images',
+    'repq-recon': 'RepQ-ViT recipe + block reconstruction, 300 iterations per unit',
+    'dopq-recon': 'DopQ-ViT + block reconstruction, 300 iterations per unit',
+    'dopq-recon100': 'DopQ-ViT + block reconstruction, 100 iterations per unit',
+    'dopq-recon1000': 'DopQ-ViT + block reconstruction, 1000 iterations per unit',
+    'dopq-recon3000': 'DopQ-ViT + block reconstruction, 3000 iterations per unit',
+    'dopq-recon100-published_lr': 'DopQ-ViT + reconstruction, 100 iterations, learning rates '
+    'of the published 20k-iteration schedules (1e-3 rounding, 4e-5 steps)',
 }

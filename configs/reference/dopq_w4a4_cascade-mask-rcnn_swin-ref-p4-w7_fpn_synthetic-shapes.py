@@ -5,8 +5,14 @@ _base_ = [
     './cascade-mask-rcnn_swin-ref-p4-w7_fpn_synthetic-shapes.py',
     '../_base_/quant/dopq_w4a4.py',
 ]
+# Block reconstruction is off; `--reconstruct ITERS` switches it on with these settings: a
+# detection image holds ~60x the tokens of a classification image, hence 4 images per step.
+reconstruct = dict(enabled=False, batch_size=4, num_images=256, eval_images=32)
 model = dict(
-    _delete_=True, type='mmdopq.QuantizedModel', architecture=_base_.model, quant=_base_.quant
+    _delete_=True,
+    type='mmdopq.QuantizedModel',
+    architecture=_base_.model,
+    quant=dict(_base_.quant, reconstruct=reconstruct),
 )
 load_from = None
 custom_hooks = [

@@ -173,7 +173,10 @@ def apply_recipe_args(cfg, args) -> None:
         if args.reconstruct < 0:
             raise ConfigError(f'--reconstruct {args.reconstruct}: give iterations >= 0 (0: off)')
         rest = dict(quant.get('reconstruct') or {})
-        quant['reconstruct'] = dict(rest, iters=args.reconstruct) if args.reconstruct else {}
+        # the config's own settings (e.g. a detector's batch size) stay, switched on
+        quant['reconstruct'] = (
+            dict(rest, iters=args.reconstruct, enabled=True) if args.reconstruct else {}
+        )
     if args.seed is not None:
         quant['seed'] = args.seed
         for hook in cfg.get('custom_hooks', []):

@@ -30,3 +30,30 @@ def test_reconstruct_flag_records_and_reloads_exactly(folder, tmp_path):
     # given back with other reconstruction settings (or none): refused, naming the setting
     with pytest.raises(RuntimeError, match=r'reconstruct: .*iters.* vs \{\}'):
         quantize.run([cfg, qckpt, '--work-dir', str(tmp_path / 'other')])
+
+
+def test_flag_switches_on_the_configs_own_settings():
+    """A config keeps reconstruction settings switched off (the reference detectors' batch of
+    4 images); ``--reconstruct ITERS`` switches them on, ``--reconstruct 0`` drops them, and a
+    switched-off stage is the same recipe as none."""
+    from mmengine import Config
+
+    from mmdopq.recipe import QuantRecipe
+
+    base = dict(recipe='dopq', reconstruct=dict(enabled=False, batch_size=4, num_images=256))
+    assert QuantRecipe.from_cfg(base).reconstruct == {}
+    assert (
+        QuantRecipe.from_cfg(base).to_dict() == QuantRecipe.from_cfg(dict(recipe='dopq')).to_dict()
+    )
+    assert QuantRecipe.from_cfg(base).reconstruct_settings is None
+
+    def apply(*flags):
+        cfg = Config(dict(model=dict(quant=json.loads(json.dumps(base)))))
+        args = quantize.parse_args(['c.py', 'x.pth', *flags])
+        quantize.apply_recipe_args(cfg, args)
+        return QuantRecipe.from_cfg(cfg.model.quant)
+
+    on = apply('--reconstruct', '50').reconstruct_settings
+    assert (on.enabled, on.iters, on.batch_size, on.num_images) == (True, 50, 4, 256)
+    assert apply('--reconstruct', '0').reconstruct == {}
+    assert apply().reconstruct_settings is None

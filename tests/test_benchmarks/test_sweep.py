@@ -13,6 +13,7 @@ from benchmarks.sweep import (
     RunSpec,
     build_specs,
     compare_recipes,
+    compare_reconstruction,
     merge_earlier,
     percent,
     plot_metric_vs_bits,
@@ -178,6 +179,42 @@ def test_compare_recipes_calls_a_difference_real_only_beyond_the_spread():
     assert comps['w6a6']['verdict'] == 'one seed' and comps['w6a6']['spread'] is None
 
 
+def test_reconstruction_rows_beside_calibration_only(tmp_path):
+    """``*-recon`` rows are set against their calibration-only rows, with their time."""
+    runs = [_run('float', 'float', 0, 50.0, 45.0, eval_s=20.0)]
+    for recipe, base in (('repq', 40.0), ('dopq', 41.0)):
+        runs += [_run(recipe, 'w4a4', s, base + s, 0.0) for s in (0, 1)]
+        runs += [
+            dict(_run(f'{recipe}-recon', 'w4a4', s, base + 6.0 + s, 0.0), recon_s=30.0 + s)
+            for s in (0, 1)
+        ]
+    recs = summarize(runs)
+    dopq_recon = next(r for r in recs if r['recipe'] == 'dopq-recon')
+    assert dopq_recon['recon_s'] == pytest.approx(30.5)
+    assert dopq_recon['recon_vs_float_eval'] == pytest.approx(30.5 / 20.0)
+    assert next(r for r in recs if r['recipe'] == 'dopq')['recon_s'] is None
+    rows = {r['recipe']: r for r in compare_reconstruction(recs)}
+    assert set(rows) == {'repq', 'dopq'}
+    d = rows['dopq']
+    assert (d['calib_only'], d['recon']) == (pytest.approx(41.5), pytest.approx(47.5))
+    # float 50: the loss 8.5 of calibration only, 6.0 of it won back
+    assert d['gain'] == pytest.approx(6.0) and d['recovered'] == pytest.approx(6.0 / 8.5)
+    assert d['to_float'] == pytest.approx(-2.5) and d['seeds'] == 2
+    header = dict(machine=dict(cpu='x', cores=2, system='Linux'), versions=dict(torch='2'))
+    json_path, md_path = write_results(recs, runs, str(tmp_path), header, 'T')
+    data = json.load(open(json_path))
+    assert len(data['reconstruction']) == 2
+    assert [(c['a'], c['b']) for c in data['comparisons']] == [
+        ('dopq', 'repq'),
+        ('dopq-recon', 'repq-recon'),
+    ]
+    md = open(md_path).read()
+    assert '## Block reconstruction against calibration only' in md
+    assert '| mask-rcnn_swin-ref | w4a4 | dopq | 50.00 | 41.50 +- 0.71 | 47.50 +- 0.71 |' in md
+    assert '| +6.00 | 71 % | -2.50 | 30.5 | 20.0 | 2 |' in md
+    assert '| dopq-recon | w4a4 |' in md and 'recon / float eval' in md
+
+
 def test_write_results_and_plots(tmp_path):
     runs = [
         _run('float', 'float', 0, 50.0, 45.0),
@@ -196,7 +233,9 @@ def test_write_results_and_plots(tmp_path):
     assert [c['verdict'] for c in data['comparisons']] == ['within spread', 'within spread']
     md = open(md_path).read()
     assert '## DopQ vs the RepQ-ViT recipe' in md
-    assert '| mask-rcnn_swin-ref | w4a4 | 40.50 | 40.50 | +0.00 | 1.00 | 2 | within spread |' in md
+    row = '| mask-rcnn_swin-ref | w4a4 | dopq vs repq | 40.50 | 40.50 | +0.00 | 1.00 | 2 |'
+    assert row + ' within spread |' in md
+    assert 'recon s' not in md and 'Block reconstruction' not in md  # no reconstructed runs
     assert '| repq | w4a4 | 40.50 +- 0.71 |' in md and '## mask-rcnn_swin-ref (10 val images)' in md
     assert render_markdown(recs, header, 'T').startswith('# T')
     assert 'torch threads' not in md  # no thread counts recorded: nothing to warn about
