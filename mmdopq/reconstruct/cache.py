@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import os
+import os.path as osp
+import shutil
+import tempfile
 from typing import Any, Optional
 
 import torch
@@ -36,34 +41,58 @@ def _signature(spec, leaves: list, batch: int) -> tuple:
 
 
 class _Group:
-    """Samples of one signature: batched leaves concatenated along dim 0."""
+    """Samples of one signature: batched leaves concatenated along dim 0.
 
-    def __init__(self, spec, leaves: list, batch: int) -> None:
+    With ``spill`` (a path prefix) every batched leaf is appended to its own file instead
+    of being kept, and :meth:`finish` maps the files back (pages are read on demand), so
+    the group costs disk, not memory; minibatches go back to the leaf's device.
+    """
+
+    def __init__(self, spec, leaves: list, batch: int, spill: Optional[str] = None) -> None:
         self.spec = spec
         self.mask = [_batched(leaf, batch) for leaf in leaves]
         self.const = [None if m else leaf for m, leaf in zip(self.mask, leaves)]
-        self.parts: list[list[Tensor]] = [[leaf] for leaf, m in zip(leaves, self.mask) if m]
-        self.size = batch
+        batched = [leaf for leaf, m in zip(leaves, self.mask) if m]
+        self.devices = [leaf.device for leaf in batched]
+        self.files = [f'{spill}_{j}.bin' for j in range(len(batched))] if spill else []
+        self.parts: list[list[Tensor]] = [[] for _ in batched]
+        self.size = 0
         self.data: list[Tensor] = []
+        self.add(leaves, batch)
 
     def add(self, leaves: list, batch: int) -> None:
-        for part, leaf in zip(self.parts, [x for x, m in zip(leaves, self.mask) if m]):
-            part.append(leaf)
+        batched = [x for x, m in zip(leaves, self.mask) if m]
+        for j, (part, leaf) in enumerate(zip(self.parts, batched)):
+            if self.files:
+                with open(self.files[j], 'ab') as f:
+                    f.write(leaf.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+                if not part:
+                    part.append(leaf[:0].cpu())  # dtype and per-sample shape
+            else:
+                part.append(leaf)
         self.size += batch
 
     def finish(self) -> None:
-        self.data = [torch.cat(p) if len(p) > 1 else p[0] for p in self.parts]
+        if not self.files:
+            self.data = [torch.cat(p) if len(p) > 1 else p[0] for p in self.parts]
+        else:
+            self.data = []
+            for path, (empty,) in zip(self.files, self.parts):
+                tail = tuple(empty.shape[1:])
+                n = self.size * math.prod(tail)
+                t = torch.from_file(path, shared=False, size=n, dtype=empty.dtype)
+                self.data.append(t.view(self.size, *tail))
         self.parts = []
 
     def rebuild(self, idx: Tensor, dtype: Optional[torch.dtype]) -> Any:
-        it = iter(self.data)
+        it = iter(zip(self.data, self.devices))
         leaves = []
         for m, c in zip(self.mask, self.const):
             if not m:
                 leaves.append(c)
                 continue
-            t = next(it)
-            t = t.index_select(0, idx.to(t.device))
+            t, device = next(it)
+            t = t.index_select(0, idx.to(t.device)).to(device)
             if dtype is not None and t.is_floating_point():
                 t = t.to(dtype)
             leaves.append(t)
@@ -83,17 +112,35 @@ class UnitCache:
         max_samples: Samples kept (the first ones recorded); ``0``: all.
         dtype: ``'float32'`` or ``'float16'`` storage of floating tensors.
         budget_mb: Memory budget of inputs and targets together (MiB); exceeding it
-            raises a ``MemoryError`` that names the remedies.
+            raises a ``MemoryError`` that names the remedies. Not used on disk.
         name: The unit's name, for messages.
+        disk: Keep the tensors in files under a temporary directory (removed by
+            :meth:`close`) instead of memory; running out of free space there raises a
+            ``MemoryError`` naming the directory.
+        cache_dir: Where that temporary directory goes (default: the system's temp dir).
     """
 
+    #: Free space left on the cache's disk when it is considered full.
+    DISK_MARGIN = 256 << 20
+
     def __init__(
-        self, max_samples: int = 0, dtype: str = 'float32', budget_mb: int = 0, name: str = ''
+        self,
+        max_samples: int = 0,
+        dtype: str = 'float32',
+        budget_mb: int = 0,
+        name: str = '',
+        disk: bool = False,
+        cache_dir: Optional[str] = None,
     ) -> None:
         self.max_samples = int(max_samples)
         self.store_dtype = _DTYPES[dtype]
         self.budget = int(budget_mb) << 20
         self.name = name
+        self.dir: Optional[str] = None
+        if disk:
+            if cache_dir:
+                os.makedirs(cache_dir, exist_ok=True)
+            self.dir = tempfile.mkdtemp(prefix='mmdopq-recon-', dir=cache_dir)
         self.inputs: list[_Group] = []
         self.targets: list[_Group] = []
         self._in_index: dict[tuple, int] = {}
@@ -116,6 +163,25 @@ class UnitCache:
             self.inputs, self._in_index, self._in_order, self.n_inputs = [], {}, [], 0
         else:
             self.targets, self._tgt_calls, self.n_targets = [], 0, 0
+        if self.dir:
+            tag = 'in_' if which == 'inputs' else 'out_'
+            for f in os.listdir(self.dir):
+                if f.startswith(tag):
+                    os.remove(osp.join(self.dir, f))
+
+    def _spill(self, which: str, group: int) -> Optional[str]:
+        return osp.join(self.dir, f'{which}_{group}') if self.dir else None
+
+    def close(self) -> None:
+        """Drop the tensors and remove the disk cache's directory."""
+        self.inputs, self.targets = [], []
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+    def __del__(self) -> None:
+        if getattr(self, 'dir', None):
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def _prepare(self, tree: Any, taken: int) -> tuple[Any, list, int]:
         leaves, spec = tree_flatten(tree)
@@ -129,15 +195,26 @@ class UnitCache:
                     if self.work_dtype is None:
                         self.work_dtype = t.dtype
                     t = t.to(self.store_dtype)
-                out.append(t.clone())
+                out.append(t if self.dir else t.clone())  # the disk keeps its own copy
                 self.bytes += out[-1].numel() * out[-1].element_size()
             else:
                 out.append(leaf)
-        if self.budget and self.bytes > self.budget:
+        if self.dir:
+            free = shutil.disk_usage(self.dir).free
+            need = sum(t.numel() * t.element_size() for t in out if isinstance(t, Tensor))
+            if free - need < self.DISK_MARGIN:
+                raise MemoryError(
+                    f'reconstruction unit {self.name!r}: its disk cache in {self.dir} has '
+                    f'{self.bytes >> 20} MiB and the disk {free >> 20} MiB free; set '
+                    'quant.reconstruct.cache_dir to a larger disk, use cache_dtype="float16" '
+                    'or fewer num_images'
+                )
+        elif self.budget and self.bytes > self.budget:
             raise MemoryError(
                 f'reconstruction unit {self.name!r}: its cache exceeds '
                 f'quant.reconstruct.cache_mb={self.budget >> 20} MiB after {taken + keep} '
-                'samples; use cache_dtype="float16", fewer num_images, or raise cache_mb'
+                'samples; use cache_dtype="float16", cache="disk", fewer num_images, or '
+                'raise cache_mb'
             )
         return spec, out, keep
 
@@ -148,7 +225,7 @@ class UnitCache:
         gi = self._in_index.get(sig)
         if gi is None:
             gi = self._in_index[sig] = len(self.inputs)
-            self.inputs.append(_Group(spec, leaves, batch))
+            self.inputs.append(_Group(spec, leaves, batch, self._spill('in', gi)))
             offset = 0
         else:
             offset = self.inputs[gi].size
@@ -174,7 +251,7 @@ class UnitCache:
         while len(self.targets) <= gi:
             self.targets.append(None)  # type: ignore[arg-type]
         if self.targets[gi] is None:
-            self.targets[gi] = _Group(spec, leaves, batch)
+            self.targets[gi] = _Group(spec, leaves, batch, self._spill('out', gi))
         else:
             self.targets[gi].add(leaves, batch)
         self._tgt_calls += 1

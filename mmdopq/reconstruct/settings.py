@@ -10,6 +10,8 @@ from typing import Any, Optional
 
 #: Dtypes the unit caches may use.
 CACHE_DTYPES = ('float32', 'float16')
+#: Where the unit caches live.
+CACHES = ('memory', 'disk')
 #: Reconstruction losses (``'mse'``: relative output MSE; room for a weighted loss later).
 LOSSES = ('mse',)
 
@@ -51,6 +53,11 @@ class ReconstructSettings:
         cache_dtype: ``'float32'`` or ``'float16'`` (halves the memory of the unit caches).
         cache_mb: Memory budget of one unit's cache (inputs + targets) in MiB; a unit
             whose cache would exceed it stops with an error that names the remedies.
+        cache: ``'memory'`` or ``'disk'``: a unit's cache in files under a temporary
+            directory, read back page by page (large detectors; ``cache_mb`` does not
+            apply, the disk's free space does), removed when the unit is done.
+        cache_dir: Where the disk cache's temporary directory goes (``None``: the
+            system's temp dir, ``TMPDIR``).
         loss: ``'mse'`` (relative output MSE).
         seed: Seed of the sampling and of QDrop; ``None``: the recipe's seed.
         progress: Show a progress line per unit on stderr.
@@ -76,6 +83,8 @@ class ReconstructSettings:
     neck: bool = False
     cache_dtype: str = 'float32'
     cache_mb: int = 4096
+    cache: str = 'memory'
+    cache_dir: Optional[str] = None
     loss: str = 'mse'
     seed: Optional[int] = None
     progress: bool = True
@@ -178,6 +187,14 @@ def check_reconstruct(cfg: Mapping, prefix: str = 'quant.reconstruct') -> dict:
         elif key == 'cache_dtype':
             if v not in CACHE_DTYPES:
                 raise _fail(prefix, key, v, f'must be one of {CACHE_DTYPES}')
+            out[key] = v
+        elif key == 'cache':
+            if v not in CACHES:
+                raise _fail(prefix, key, v, f'must be one of {CACHES}')
+            out[key] = v
+        elif key == 'cache_dir':
+            if v is not None and (not isinstance(v, str) or not v):
+                raise _fail(prefix, key, v, 'must be a directory path or None')
             out[key] = v
         elif key == 'loss':
             if v not in LOSSES:

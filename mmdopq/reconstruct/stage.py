@@ -195,25 +195,34 @@ def reconstruct(
     )
     for k, (name, unit) in enumerate(units):
         t = time.perf_counter()
-        cache = UnitCache(settings.num_images, settings.cache_dtype, settings.cache_mb, name)
-        _run_pass(model, forward_loop, unit, cache, 'inputs')
-        with _modes(model, 'float'), _float_weights(originals):
-            _run_pass(model, forward_loop, unit, cache, 'targets')
-        cache.finish()
-        capture_s = time.perf_counter() - t
-        progress = ProgressLine(
-            f'mmdopq: reconstruct {k + 1}/{len(units)} {name}',
-            settings.iters,
-            enabled=settings.progress,
+        cache = UnitCache(
+            settings.num_images,
+            settings.cache_dtype,
+            settings.cache_mb,
+            name,
+            disk=settings.cache == 'disk',
+            cache_dir=settings.cache_dir,
         )
-        runner = UnitReconstructor(name, unit, fixed, settings, seed=seed * 7919 + k)
-        rec = runner.run(cache, progress)
-        progress.close()
+        try:
+            _run_pass(model, forward_loop, unit, cache, 'inputs')
+            with _modes(model, 'float'), _float_weights(originals):
+                _run_pass(model, forward_loop, unit, cache, 'targets')
+            cache.finish()
+            capture_s = time.perf_counter() - t
+            progress = ProgressLine(
+                f'mmdopq: reconstruct {k + 1}/{len(units)} {name}',
+                settings.iters,
+                enabled=settings.progress,
+            )
+            runner = UnitReconstructor(name, unit, fixed, settings, seed=seed * 7919 + k)
+            rec = runner.run(cache, progress)
+            progress.close()
+        finally:
+            cache.close()
         originals.update(runner.original_weights)
         rec['capture_s'] = capture_s
         rec['time_s'] += capture_s
         records[name] = rec
-        del cache
         it_s = rec['iters'] and (rec['time_s'] - capture_s) / rec['iters']
         say(
             f'mmdopq: reconstruct {k + 1}/{len(units)} {name}: loss {rec["loss_before"]:.4g} '

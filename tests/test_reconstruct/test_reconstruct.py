@@ -4,7 +4,6 @@ import copy
 
 import pytest
 import torch
-from torch import nn
 
 from mmdopq.apis import quantize
 from mmdopq.nn import QuantMatMul, WeightActQuantMixin
@@ -259,10 +258,37 @@ def test_fp16_cache_and_no_drop():
 
 
 def test_cache_budget_error_names_the_remedies():
-    model = quantize(build('vit'), quant_cfg(), loop_of('vit'))
-    small = nn.Module()  # a budget of 0 MiB means unlimited: use 1 MiB and many samples
-    del small
-    cache = UnitCache(0, 'float32', 1, 'u')
-    with pytest.raises(MemoryError, match='cache_dtype'):
+    cache = UnitCache(0, 'float32', 1, 'u')  # 1 MiB (0 would mean unlimited)
+    with pytest.raises(MemoryError, match='cache_dtype.*cache="disk"'):
         cache.add_input((torch.zeros(300, 1024),), {})
-    assert model.quant_plan.units
+
+
+def test_disk_cache_reconstructs_exactly_as_in_memory(tmp_path):
+    """The on-disk cache changes where the unit tensors live, not a single result bit, and
+    leaves no file behind."""
+    states, records = [], []
+    for cache in ('memory', 'disk'):
+        model = quantize(build('vit'), quant_cfg(), loop_of('vit'))
+        settings = dict(FAST, iters=10, cache=cache, cache_dir=str(tmp_path / 'cache'))
+        rec = reconstruct(model, loop_of('vit'), settings)
+        states.append(model.state_dict())
+        records.append([(r['loss_before'], r['loss_after']) for r in rec['units'].values()])
+    assert records[0] == records[1]
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    assert not list((tmp_path / 'cache').iterdir())  # every unit's directory removed
+
+
+def test_disk_cache_out_of_space_names_the_directory(tmp_path, monkeypatch):
+    import shutil as shutil_mod
+
+    from mmdopq.reconstruct import cache as cache_mod
+
+    usage = shutil_mod.disk_usage(tmp_path)
+    monkeypatch.setattr(
+        cache_mod.shutil, 'disk_usage', lambda p: usage._replace(free=UnitCache.DISK_MARGIN)
+    )
+    cache = UnitCache(0, 'float32', 0, 'u', disk=True, cache_dir=str(tmp_path))
+    with pytest.raises(MemoryError, match=f'{tmp_path}.*cache_dir'):
+        cache.add_input((torch.zeros(4, 16),), {})
+    cache.close()
+    assert not list(tmp_path.iterdir())
