@@ -20,6 +20,9 @@ def recon(iters: int) -> tuple[str, ...]:
     return ('model.quant.reconstruct.enabled=True', f'model.quant.reconstruct.iters={iters}')
 
 
+#: ``--cfg-options`` that let reconstruction learn the post-Softmax quantizers too.
+LEARN_PS = 'model.quant.reconstruct.learn_post_softmax=True'
+
 #: Benchmark variants: name -> (``--recipe`` of tools/quantize.py, extra ``--cfg-options``).
 #: The MOSF fold rules are the rows ``tanq_only`` (rule ``mean``: TanQ + RepQ-ViT's exact
 #: fold), ``dopq-median`` (rule ``median``) and ``dopq`` (rule ``mad``, i.e. MOSF). The
@@ -78,6 +81,8 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     'dopq-recon100': ('dopq', recon(100)),
     'dopq-recon1000': ('dopq', recon(1000)),
     'dopq-recon3000': ('dopq', recon(3000)),
+    'dopq-recon-learn_ps': ('dopq', (*recon(300), LEARN_PS)),
+    'repq-recon-learn_ps': ('repq', (*recon(300), LEARN_PS)),
     'dopq-recon100-published_lr': (
         'dopq',
         (
@@ -120,6 +125,10 @@ VARIANT_NOTES = {
     'dopq-recon100': 'DopQ-ViT + block reconstruction, 100 iterations per unit',
     'dopq-recon1000': 'DopQ-ViT + block reconstruction, 1000 iterations per unit',
     'dopq-recon3000': 'DopQ-ViT + block reconstruction, 3000 iterations per unit',
+    'dopq-recon-learn_ps': 'DopQ-ViT + reconstruction (300 iterations) that also learns '
+    "TanQ's centre and curvature",
+    'repq-recon-learn_ps': 'RepQ-ViT recipe + reconstruction (300 iterations) that also learns '
+    "log-sqrt2's scale",
     'dopq-recon100-published_lr': 'DopQ-ViT + reconstruction, 100 iterations, learning rates '
     'of the published 20k-iteration schedules (1e-3 rounding, 4e-5 steps)',
 }

@@ -76,10 +76,14 @@ class LogSqrt2Quantizer(BaseQuantizer):
                 .round_()
                 .mul_(float(delta) / top)
             )
+        return lookup(self._table(delta), self.codes(x, delta))
+
+    def codes(self, x: Tensor, delta: Tensor) -> Tensor:
+        """``round(-2 log2(x / delta))`` clamped to ``0 .. 2^b``; code ``2^b`` is the zero
+        entry of the table (every code >= 2^b and x <= 0). Float, integral."""
         n = self.n_levels
         code = x.clamp_min(0).div_(delta).log2_().mul_(-2.0).round_()  # +inf where x == 0
-        # clamp(0, n) maps every out-of-range code (>= 2^b, +inf) to the zero entry n
-        return lookup(self._table(delta), code.nan_to_num_(posinf=n).clamp_(0, n))
+        return code.nan_to_num_(posinf=n).clamp_(0, n)
 
     def _calibrate(self, x: Tensor, objective: Optional[Objective]) -> None:
         objective = objective or mse

@@ -110,8 +110,8 @@ class TanQuantizer(BaseQuantizer):
             table[0], table[-1] = 0.0, 1.0  # arctan(tan(.)) can be off by an ulp there
         return table.clamp(0.0, 1.0).to(device=device, dtype=torch.float32)
 
-    def _quant(self, x: Tensor, alpha: float, centre: float) -> Tensor:
-        """Quantize ``x`` in [0, 1]: index ``round(u(x) * (2^b - 1))`` of the level table.
+    def codes(self, x: Tensor, alpha: float, centre: float) -> Tensor:
+        """The level index ``round(u(x) * (2^b - 1))`` of every element (float, integral).
 
         In-place chain on one temporary: this is the fake-quant hot path.
         """
@@ -124,7 +124,13 @@ class TanQuantizer(BaseQuantizer):
             t.sub_(centre).mul_(alpha).tan_().sub_(lo).mul_(top / (hi - lo))
         else:
             t.mul_(top)
-        return lookup(self._table(alpha, centre, x.device), t.round_().clamp_(0, top))
+        return t.round_().clamp_(0, top)
+
+    def _quant(self, x: Tensor, alpha: float, centre: float) -> Tensor:
+        """Quantize ``x`` in [0, 1]: its level of the table."""
+        if self.bits >= 16:
+            alpha = 0.0
+        return lookup(self._table(alpha, centre, x.device), self.codes(x, alpha, centre))
 
     def fake_quant(self, x: Tensor) -> Tensor:
         return self._quant(x, float(self.alpha), float(self.centre))

@@ -49,6 +49,9 @@ class ReconstructSettings:
         eval_images: Samples of the fixed evaluation subset (``0``: all cached samples).
         learn_weights: Learn the weight rounding (AdaRound).
         learn_steps: Learn the steps of the uniform activation quantizers (LSQ).
+        learn_post_softmax: Learn the post-Softmax quantizers too (TanQ's centre and
+            curvature, log-sqrt2's scale); off: they keep their calibration.
+        lr_post_softmax: Adam learning rate of those parameters (cosine decay to 0).
         neck: Detectors: reconstruct the neck (FPN) as a last unit.
         cache_dtype: ``'float32'`` or ``'float16'`` (halves the memory of the unit caches).
         cache_mb: Memory budget of one unit's cache (inputs + targets) in MiB; a unit
@@ -80,6 +83,8 @@ class ReconstructSettings:
     eval_images: int = 64
     learn_weights: bool = True
     learn_steps: bool = True
+    learn_post_softmax: bool = False
+    lr_post_softmax: float = 1e-2
     neck: bool = False
     cache_dtype: str = 'float32'
     cache_mb: int = 4096
@@ -155,7 +160,14 @@ def check_reconstruct(cfg: Mapping, prefix: str = 'quant.reconstruct') -> dict:
         return float(v)
 
     for key, v in cfg.items():
-        if key in ('enabled', 'learn_weights', 'learn_steps', 'neck', 'progress'):
+        if key in (
+            'enabled',
+            'learn_weights',
+            'learn_steps',
+            'learn_post_softmax',
+            'neck',
+            'progress',
+        ):
             if not isinstance(v, bool):
                 raise _fail(prefix, key, v, 'must be True or False')
             out[key] = v
@@ -169,7 +181,7 @@ def check_reconstruct(cfg: Mapping, prefix: str = 'quant.reconstruct') -> dict:
             out[key] = number(key, v, 0.0, 0.99)
         elif key == 'warmup':
             out[key] = number(key, v, 0.0, 1.0)
-        elif key in ('lr_weight', 'lr_step', 'reg_weight'):
+        elif key in ('lr_weight', 'lr_step', 'lr_post_softmax', 'reg_weight'):
             out[key] = number(key, v, 0.0)
         elif key == 'anneal':
             if isinstance(v, (str, bytes)) or not hasattr(v, '__len__') or len(v) != 2:

@@ -14,6 +14,7 @@ from ..nn import QuantModuleMixin, WeightActQuantMixin
 from .adaround import AdaRoundWeight, is_adaround_quantizer
 from .cache import UnitCache
 from .lsq import LSQActQuantizer, is_lsq_quantizer
+from .post_softmax import learned_post_softmax
 from .progress import ProgressLine
 from .settings import ReconstructSettings
 
@@ -37,8 +38,9 @@ class UnitReconstructor:
     per-channel :class:`~mmdopq.quantizers.UniformQuantizer` computes its weight with
     :class:`AdaRoundWeight` (an instance attribute ``quantized_weight`` overrides the
     layer's method), and every calibrated uniform activation quantizer of the unit except
-    the ``fixed`` ones (post-Softmax) is replaced by an :class:`LSQActQuantizer` child.
-    The quantizer classes are not modified.
+    the ``fixed`` ones (post-Softmax) is replaced by an :class:`LSQActQuantizer` child;
+    with ``learn_post_softmax`` the ``fixed`` TanQ / log-sqrt2 quantizers learn their
+    parameters too (:mod:`.post_softmax`). The quantizer classes are not modified.
 
     The loss is the output MSE divided by the mean square of the target over the cache (a
     relative error, so that ``reg_weight`` does not depend on the scale of the unit's
@@ -79,6 +81,7 @@ class UnitReconstructor:
         self.hard = False
         self.weights: list[tuple[WeightActQuantMixin, AdaRoundWeight]] = []
         self.acts: list[tuple[nn.Module, str, LSQActQuantizer]] = []
+        self.post: list[tuple[nn.Module, str, nn.Module]] = []
         self.original_weights: dict[int, tuple[WeightActQuantMixin, Tensor]] = {}
 
     # -- wrappers --------------------------------------------------------------------
@@ -94,7 +97,15 @@ class UnitReconstructor:
                     layer.quantized_weight = self._weight_fn(ada)
                     self.weights.append((layer, ada))
             for qname, q in list(layer.quantizers()):
-                if qname == 'weight_quantizer' or id(q) in self.fixed or not is_lsq_quantizer(q):
+                if qname == 'weight_quantizer':
+                    continue
+                if id(q) in self.fixed:  # post-Softmax: calibrated unless asked to learn
+                    learned = s.learn_post_softmax and learned_post_softmax(q, s.drop_prob, gen)
+                    if learned:
+                        setattr(layer, qname, learned)
+                        self.post.append((layer, qname, learned))
+                    continue
+                if not is_lsq_quantizer(q):
                     continue
                 lsq = LSQActQuantizer(q, s.drop_prob, gen, learn=s.learn_steps)
                 setattr(layer, qname, lsq)
@@ -109,8 +120,8 @@ class UnitReconstructor:
     def _remove(self) -> None:
         for layer, _ in self.weights:
             del layer.quantized_weight
-        for layer, qname, lsq in self.acts:
-            setattr(layer, qname, lsq.quantizer)
+        for layer, qname, wrapper in self.acts + self.post:
+            setattr(layer, qname, wrapper.quantizer)
 
     # -- evaluation ----------------------------------------------------------------
     @torch.no_grad()
@@ -123,13 +134,14 @@ class UnitReconstructor:
         return total / max(1, n) / self.norm
 
     def _set_drop(self, on: bool) -> None:
-        for _, _, lsq in self.acts:
-            lsq.train(on)
+        for _, _, wrapper in self.acts + self.post:
+            wrapper.train(on)
 
     def _snapshot(self) -> dict:
         return dict(
             h=[ada.hard_h().bool() for _, ada in self.weights],
             steps=[lsq.step.detach().clone() for _, _, lsq in self.acts],
+            post=[w.values() for _, _, w in self.post],
         )
 
     # -- the run ---------------------------------------------------------------------
@@ -158,11 +170,14 @@ class UnitReconstructor:
             self._install(device)
             params_w = [ada.v for _, ada in self.weights]
             params_s = [lsq.step for _, _, lsq in self.acts if lsq.step.requires_grad]
+            params_p = [p for _, _, w in self.post for p in w.parameters()]
             groups = []
             if params_w:
                 groups.append(dict(params=params_w, lr=s.lr_weight, kind='rounding'))
             if params_s:
                 groups.append(dict(params=params_s, lr=s.lr_step, kind='step'))
+            if params_p:
+                groups.append(dict(params=params_p, lr=s.lr_post_softmax, kind='step'))
             if groups:
                 best, best_loss, best_it, iters_run, evals = self._optimise(
                     cache, groups, gen, eval_idx, before_eval, progress
@@ -190,6 +205,7 @@ class UnitReconstructor:
             samples=cache.num_samples,
             weights=len(self.weights),
             steps=len(self.acts),
+            post_softmax=len(self.post),
             evals=evals,
             time_s=time.perf_counter() - t0,
         )
@@ -257,6 +273,10 @@ class UnitReconstructor:
         for (_, _, lsq), step in zip(self.acts, state['steps']):
             lsq.original_scale = lsq.quantizer.scale.detach().clone()
             lsq.quantizer.scale.copy_(step.abs().clamp_min(1e-8).to(lsq.quantizer.scale))
+        for (_, _, w), values in zip(self.post, state['post']):
+            w.original = {k: getattr(w.quantizer, k).detach().clone() for k in values}
+            for k, v in values.items():
+                getattr(w.quantizer, k).copy_(v)
 
     @torch.no_grad()
     def _restore(self) -> None:
@@ -266,3 +286,6 @@ class UnitReconstructor:
         for _, _, lsq in self.acts:
             if hasattr(lsq, 'original_scale'):
                 lsq.quantizer.scale.copy_(lsq.original_scale)
+        for _, _, w in self.post:
+            for k, v in getattr(w, 'original', {}).items():
+                getattr(w.quantizer, k).copy_(v)
