@@ -82,6 +82,7 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     'dopq-recon1000': ('dopq', recon(1000)),
     'dopq-recon3000': ('dopq', recon(3000)),
     'dopq-recon-learn_ps': ('dopq', (*recon(300), LEARN_PS)),
+    'dopq-recon-neck': ('dopq', (*recon(300), 'model.quant.reconstruct.neck=True')),
     'repq-recon-learn_ps': ('repq', (*recon(300), LEARN_PS)),
     'dopq-recon100-published_lr': (
         'dopq',
@@ -125,6 +126,8 @@ VARIANT_NOTES = {
     'dopq-recon100': 'DopQ-ViT + block reconstruction, 100 iterations per unit',
     'dopq-recon1000': 'DopQ-ViT + block reconstruction, 1000 iterations per unit',
     'dopq-recon3000': 'DopQ-ViT + block reconstruction, 3000 iterations per unit',
+    'dopq-recon-neck': 'DopQ-ViT + reconstruction (300 iterations) of the backbone and the '
+    "detector's neck (FPN)",
     'dopq-recon-learn_ps': 'DopQ-ViT + reconstruction (300 iterations) that also learns '
     "TanQ's centre and curvature",
     'repq-recon-learn_ps': 'RepQ-ViT recipe + reconstruction (300 iterations) that also learns '
