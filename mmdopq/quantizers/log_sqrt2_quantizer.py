@@ -57,11 +57,16 @@ class LogSqrt2Quantizer(BaseQuantizer):
         self.percentile_mode = check_percentile_mode(percentile_mode)
         self.register_buffer('delta', torch.tensor(1.0))
 
+    def level_table(self, delta: Tensor) -> Tensor:
+        """Value of each code ``0 .. 2^b - 1``, then 0 (out of range), in float64 and
+        differentiable in ``delta`` (reconstruction learns ``delta`` through it)."""
+        q = torch.arange(self.n_levels, dtype=torch.float64, device=delta.device)
+        vals = delta.double() * torch.exp2(-torch.ceil(q / 2)) * (1 + (q % 2) * SQRT2_MINUS_1)
+        return torch.cat([vals, vals.new_zeros(1)])
+
     def _table(self, delta: Tensor) -> Tensor:
-        """Dequantized value of each code ``0 .. 2^b - 1``, then 0 (out of range)."""
-        q = torch.arange(self.n_levels, dtype=torch.float64)
-        vals = float(delta) * torch.exp2(-torch.ceil(q / 2)) * (1 + (q % 2) * SQRT2_MINUS_1)
-        return torch.cat([vals, vals.new_zeros(1)]).to(device=delta.device, dtype=torch.float32)
+        """Dequantized value of each code (the fake-quant lookup table, float32)."""
+        return self.level_table(delta.detach()).float()
 
     def _quant(self, x: Tensor, delta: Tensor) -> Tensor:
         """``code = round(-2 log2(x / delta))``; codes >= 2^b (and x <= 0) dequantize to 0.

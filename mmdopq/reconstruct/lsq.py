@@ -75,7 +75,7 @@ class _LSQFakeQuant(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             pass_x = inside.float()
             if keep is not None:  # dropped elements pass straight through
-                pass_x = torch.lerp(torch.ones_like(pass_x), pass_x, keep)
+                pass_x.mul_(keep).sub_(keep).add_(1.0)  # inside * keep + (1 - keep)
             gx = grad * pass_x
         if keep is not None:
             ds.mul_(keep)

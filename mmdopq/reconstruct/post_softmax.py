@@ -8,6 +8,7 @@ lands on each level, and the element itself passes its gradient straight through
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import Optional
 
@@ -15,7 +16,6 @@ import torch
 from torch import Tensor, nn
 
 from ..quantizers import LogSqrt2Quantizer, TanQuantizer
-from ..quantizers.log_sqrt2_quantizer import SQRT2_MINUS_1
 from ..quantizers.tan_quantizer import ALPHA_EPS, alpha_bound
 from .lsq import keep_mask
 
@@ -51,7 +51,7 @@ def _as_stored(p: Tensor) -> Tensor:
     return p + (p.float().to(p.dtype) - p).detach()
 
 
-class _LearnedTable(nn.Module):
+class _LearnedTable(nn.Module, metaclass=abc.ABCMeta):
     """Common part: QDrop, the straight-through lookup, write-back."""
 
     def __init__(
@@ -66,8 +66,9 @@ class _LearnedTable(nn.Module):
         self.generator = generator
         self.enabled = quantizer.enabled
 
+    @abc.abstractmethod
     def table_and_codes(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError
+        """The level table (differentiable in the parameters) and every element's index."""
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.enabled:
@@ -158,9 +159,7 @@ class LearnedLogSqrt2Quantizer(_LearnedTable):
         q = self.quantizer
         delta = self.delta()
         codes = q.codes(x.detach(), delta.float().detach())
-        k = torch.arange(q.n_levels, dtype=torch.float64, device=x.device)
-        vals = delta * torch.exp2(-torch.ceil(k / 2)) * (1 + (k % 2) * SQRT2_MINUS_1)
-        return torch.cat([vals, vals.new_zeros(1)]), codes
+        return q.level_table(delta), codes
 
     @torch.no_grad()
     def values(self) -> dict[str, Tensor]:
