@@ -20,6 +20,13 @@ def recon(iters: int) -> tuple[str, ...]:
     return ('model.quant.reconstruct.enabled=True', f'model.quant.reconstruct.iters={iters}')
 
 
+#: ``--cfg-options`` of the straight-through weight training instead of AdaRound.
+STE = 'model.quant.reconstruct.weight_mode=ste'
+#: ``--cfg-options`` that never stop a unit early.
+NO_STOP = 'model.quant.reconstruct.early_stop.patience=0'
+#: ``--cfg-options`` that quantize (and reconstruct) the backbone only.
+BACKBONE = 'model.quant.scope=backbone'
+
 #: ``--cfg-options`` that let reconstruction learn the post-Softmax quantizers too.
 LEARN_PS = 'model.quant.reconstruct.learn_post_softmax=True'
 
@@ -84,6 +91,13 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     'dopq-recon-learn_ps': ('dopq', (*recon(300), LEARN_PS)),
     'dopq-recon-neck': ('dopq', (*recon(300), 'model.quant.reconstruct.neck=True')),
     'repq-recon-learn_ps': ('repq', (*recon(300), LEARN_PS)),
+    'dopq-recon1000-nostop': ('dopq', (*recon(1000), NO_STOP)),
+    'repq-recon-ste': ('repq', (*recon(300), STE)),
+    'dopq-recon-ste': ('dopq', (*recon(300), STE)),
+    'dopq-recon1000-ste': ('dopq', (*recon(1000), STE)),
+    'repq-recon1000-ste': ('repq', (*recon(1000), STE)),
+    'dopq-backbone': ('dopq', (BACKBONE,)),
+    'dopq-recon-backbone': ('dopq', (*recon(300), BACKBONE)),
     'dopq-recon100-published_lr': (
         'dopq',
         (
@@ -134,4 +148,15 @@ VARIANT_NOTES = {
     "log-sqrt2's scale",
     'dopq-recon100-published_lr': 'DopQ-ViT + reconstruction, 100 iterations, learning rates '
     'of the published 20k-iteration schedules (1e-3 rounding, 4e-5 steps)',
+    'dopq-recon1000-nostop': 'DopQ-ViT + reconstruction, 1000 iterations, no early stop',
+    'repq-recon-ste': 'RepQ-ViT recipe + reconstruction (300 iterations), weights trained '
+    'straight-through instead of AdaRound',
+    'dopq-recon-ste': 'DopQ-ViT + reconstruction (300 iterations), weights trained '
+    'straight-through instead of AdaRound',
+    'dopq-recon1000-ste': 'DopQ-ViT + reconstruction (1000 iterations), weights trained '
+    'straight-through',
+    'repq-recon1000-ste': 'RepQ-ViT recipe + reconstruction (1000 iterations), weights trained '
+    'straight-through',
+    'dopq-backbone': 'DopQ-ViT, backbone quantized only (neck and heads float)',
+    'dopq-recon-backbone': 'DopQ-ViT, backbone quantized only, + reconstruction (300 iterations)',
 }

@@ -20,6 +20,7 @@ from .lsq import LSQActQuantizer
 from .progress import ProgressLine
 from .settings import ReconstructSettings, check_reconstruct
 from .stage import reconstruct
+from .ste_weight import SteWeight
 from .unit import UnitReconstructor
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     'LSQActQuantizer',
     'ProgressLine',
     'ReconstructSettings',
+    'SteWeight',
     'UnitCache',
     'UnitReconstructor',
     'check_reconstruct',

@@ -76,6 +76,16 @@ class AdaRoundWeight(nn.Module):
         """``s * (q - z)`` for hard offsets ``h``: the value written into the float weight."""
         return self._dequant(h)
 
+    @torch.no_grad()
+    def hard_state(self) -> Tensor:
+        """The hardened offsets as booleans (what a snapshot keeps: 1 bit per weight)."""
+        return self.v >= 0
+
+    @torch.no_grad()
+    def state_weight(self, state: Tensor) -> Tensor:
+        """The weight for a snapshot of :meth:`hard_state`."""
+        return self._dequant(state.float())
+
 
 def is_adaround_quantizer(q: object) -> bool:
     """Whether ``q`` is an enabled, calibrated per-output-channel uniform weight quantizer."""

@@ -12,6 +12,9 @@ from typing import Any, Optional
 CACHE_DTYPES = ('float32', 'float16')
 #: Where the unit caches live.
 CACHES = ('memory', 'disk')
+#: How a unit's weights are learned: AdaRound's rounding variables, or the weights
+#: themselves through a straight-through estimator (I&S-ViT style).
+WEIGHT_MODES = ('adaround', 'ste')
 #: Reconstruction losses (``'mse'``: relative output MSE; room for a weighted loss later).
 LOSSES = ('mse',)
 
@@ -31,7 +34,8 @@ class ReconstructSettings:
             samples the forward loop yields); ``0``: everything it yields.
         drop_prob: QDrop: probability that an activation element skips its quantization
             during optimisation (``0``: always quantized, as BRECQ).
-        lr_weight: Adam learning rate of the AdaRound variables.
+        lr_weight: Adam learning rate of the AdaRound variables, or with
+            ``weight_mode='ste'`` of the weights measured in steps of their grid.
         lr_step: Adam learning rate of the activation steps (cosine decay to 0). The
             defaults (1e-2, 1e-3) are chosen for short schedules: the published 1e-3 / 4e-5
             belong to 20 000-iteration schedules and barely move in a few hundred (reference
@@ -47,7 +51,11 @@ class ReconstructSettings:
         eval_every: Iterations between evaluations of the hardened state (keep-best and
             early stopping); ``0``: ``max(1, iters // 20)``.
         eval_images: Samples of the fixed evaluation subset (``0``: all cached samples).
-        learn_weights: Learn the weight rounding (AdaRound).
+        learn_weights: Learn the weights (how: ``weight_mode``).
+        weight_mode: ``'adaround'``: learned rounding up or down of each weight, annealed
+            to a hard choice (within one step of round-to-nearest); ``'ste'``: the weights
+            are trained through round-to-nearest with a straight-through gradient and may
+            move by several steps (no regulariser). Both end on the calibrated grid.
         learn_steps: Learn the steps of the uniform activation quantizers (LSQ).
         learn_post_softmax: Learn the post-Softmax quantizers too (TanQ's centre and
             curvature, log-sqrt2's scale); off: they keep their calibration.
@@ -82,6 +90,7 @@ class ReconstructSettings:
     eval_every: int = 0
     eval_images: int = 64
     learn_weights: bool = True
+    weight_mode: str = 'adaround'
     learn_steps: bool = True
     learn_post_softmax: bool = False
     lr_post_softmax: float = 1e-2
@@ -207,6 +216,10 @@ def check_reconstruct(cfg: Mapping, prefix: str = 'quant.reconstruct') -> dict:
         elif key == 'cache_dir':
             if v is not None and (not isinstance(v, str) or not v):
                 raise _fail(prefix, key, v, 'must be a directory path or None')
+            out[key] = v
+        elif key == 'weight_mode':
+            if v not in WEIGHT_MODES:
+                raise _fail(prefix, key, v, f'must be one of {WEIGHT_MODES}')
             out[key] = v
         elif key == 'loss':
             if v not in LOSSES:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -17,6 +17,7 @@ from .lsq import LSQActQuantizer, is_lsq_quantizer
 from .post_softmax import learned_post_softmax
 from .progress import ProgressLine
 from .settings import ReconstructSettings
+from .ste_weight import SteWeight
 
 
 def _float_leaves(tree: Any) -> list[Tensor]:
@@ -36,9 +37,10 @@ class UnitReconstructor:
 
     While it runs, every weight site of the unit whose weight quantizer is a calibrated
     per-channel :class:`~mmdopq.quantizers.UniformQuantizer` computes its weight with
-    :class:`AdaRoundWeight` (an instance attribute ``quantized_weight`` overrides the
-    layer's method), and every calibrated uniform activation quantizer of the unit except
-    the ``fixed`` ones (post-Softmax) is replaced by an :class:`LSQActQuantizer` child;
+    :class:`AdaRoundWeight` (or :class:`SteWeight` with ``weight_mode='ste'``; an instance
+    attribute ``quantized_weight`` overrides the layer's method), and every calibrated
+    uniform activation quantizer of the unit except the ``fixed`` ones (post-Softmax) is
+    replaced by an :class:`LSQActQuantizer` child;
     with ``learn_post_softmax`` the ``fixed`` TanQ / log-sqrt2 quantizers learn their
     parameters too (:mod:`.post_softmax`). The quantizer classes are not modified.
 
@@ -79,7 +81,7 @@ class UnitReconstructor:
         self.settings = settings
         self.seed = seed
         self.hard = False
-        self.weights: list[tuple[WeightActQuantMixin, AdaRoundWeight]] = []
+        self.weights: list[tuple[WeightActQuantMixin, Union[AdaRoundWeight, SteWeight]]] = []
         self.acts: list[tuple[nn.Module, str, LSQActQuantizer]] = []
         self.post: list[tuple[nn.Module, str, nn.Module]] = []
         self.original_weights: dict[int, tuple[WeightActQuantMixin, Tensor]] = {}
@@ -93,7 +95,8 @@ class UnitReconstructor:
                 continue
             if s.learn_weights and isinstance(layer, WeightActQuantMixin):
                 if is_adaround_quantizer(layer.weight_quantizer):
-                    ada = AdaRoundWeight(layer.weight, layer.weight_quantizer)
+                    kind = AdaRoundWeight if s.weight_mode == 'adaround' else SteWeight
+                    ada = kind(layer.weight, layer.weight_quantizer)
                     layer.quantized_weight = self._weight_fn(ada)
                     self.weights.append((layer, ada))
             for qname, q in list(layer.quantizers()):
@@ -139,7 +142,7 @@ class UnitReconstructor:
 
     def _snapshot(self) -> dict:
         return dict(
-            h=[ada.hard_h().bool() for _, ada in self.weights],
+            h=[ada.hard_state() for _, ada in self.weights],
             steps=[lsq.step.detach().clone() for _, _, lsq in self.acts],
             post=[w.values() for _, _, w in self.post],
         )
@@ -168,7 +171,7 @@ class UnitReconstructor:
         best, best_loss, best_it, iters_run, evals = None, before_eval, 0, 0, []
         try:
             self._install(device)
-            params_w = [ada.v for _, ada in self.weights]
+            params_w = [p for _, ada in self.weights for p in ada.parameters()]
             params_s = [lsq.step for _, _, lsq in self.acts if lsq.step.requires_grad]
             params_p = [p for _, _, w in self.post for p in w.parameters()]
             groups = []
@@ -215,7 +218,8 @@ class UnitReconstructor:
         opt = torch.optim.Adam(groups)
         base_lrs = [g['lr'] for g in opt.param_groups]
         is_step = [g['kind'] == 'step' for g in opt.param_groups]
-        n_weights = sum(ada.v.numel() for _, ada in self.weights)
+        n_weights = sum(p.numel() for _, ada in self.weights for p in ada.parameters())
+        regularise = s.weight_mode == 'adaround' and s.reg_weight > 0
         warm = int(s.warmup * s.iters)
         every, patience = s.eval_interval(), s.patience
         best, best_loss, best_it, stale, evals = None, before_eval, 0, 0, []
@@ -234,7 +238,7 @@ class UnitReconstructor:
                 n = sum(t.numel() for t in _float_leaves(target))
                 rec = squared_error(out, target) / n / self.norm
                 loss = rec
-                if self.weights and it > warm and s.reg_weight > 0:
+                if self.weights and it > warm and regularise:
                     frac = (it - warm) / max(1, s.iters - warm)
                     beta = s.anneal[0] + (s.anneal[1] - s.anneal[0]) * frac
                     reg = sum(ada.regularizer(beta) * ada.v.numel() for _, ada in self.weights)
@@ -269,7 +273,7 @@ class UnitReconstructor:
             key = id(layer)
             if key not in self.original_weights:
                 self.original_weights[key] = (layer, layer.weight.detach().clone())
-            layer.weight.copy_(ada.hard_weight(h.float()).to(layer.weight.dtype))
+            layer.weight.copy_(ada.state_weight(h).to(layer.weight.dtype))
         for (_, _, lsq), step in zip(self.acts, state['steps']):
             lsq.original_scale = lsq.quantizer.scale.detach().clone()
             lsq.quantizer.scale.copy_(step.abs().clamp_min(1e-8).to(lsq.quantizer.scale))

@@ -469,3 +469,8 @@ def test_every_benchmark_variant_resolves_through_the_tool(tmp_path, monkeypatch
     assert resolved['repq-calib128'][1] == resolved['dopq-calib128'][1] == 128
     assert resolved['repq-calib128'][0].post_softmax == 'log_sqrt2'
     assert resolved['dopq'][1] == 32
+    ste = resolved['dopq-recon1000-ste'][0].reconstruct_settings
+    assert (ste.weight_mode, ste.iters, ste.batch_size) == ('ste', 1000, 4)  # config's batch
+    assert resolved['dopq-recon1000-nostop'][0].reconstruct_settings.patience == 0
+    assert resolved['dopq-recon-backbone'][0].scope == 'backbone'
+    assert resolved['dopq-backbone'][0].reconstruct_settings is None

@@ -13,6 +13,7 @@ from mmdopq.reconstruct import (
     AdaRoundWeight,
     LSQActQuantizer,
     ReconstructSettings,
+    SteWeight,
     UnitCache,
     reconstruct,
 )
@@ -74,6 +75,56 @@ def test_adaround_starts_at_the_float_weight_and_hardens_onto_the_grid():
     # what is written into the layer is reproduced bit for bit by plain fake quantization
     assert torch.equal(q(hard), hard)
     assert 0 <= float(ada.regularizer(2.0)) <= 1
+
+
+def test_ste_weight_starts_at_round_to_nearest_and_may_move_several_steps():
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(16, 8, 3, 3, generator=gen)
+    q = weight_quantizer(w)
+    ste = SteWeight(w, q)
+    # at the start it is the calibrated quantizer's own fake quantization
+    torch.testing.assert_close(ste(), q(w), atol=1e-6, rtol=0)
+    # the gradient passes round-to-nearest (and is zero only where the grid clamps)
+    ste().sum().backward()
+    s = q.scale.reshape(-1, 1, 1, 1)
+    z = q.zero_point.reshape(-1, 1, 1, 1)
+    inside = (torch.round(w / s) + z > q.qmin) & (torch.round(w / s) + z < q.qmax)
+    torch.testing.assert_close(ste.u.grad[inside], s.expand_as(w)[inside])
+    with torch.no_grad():
+        ste.u.add_(3.0)  # three steps up: beyond AdaRound's reach
+    state = ste.hard_state()
+    weight = ste.state_weight(state)
+    ints = weight / s + z
+    torch.testing.assert_close(ints, ints.round(), atol=1e-4, rtol=0)
+    assert ints.round().min() >= q.qmin and ints.round().max() <= q.qmax
+    nearest = torch.clamp(torch.round(w / s) + z, q.qmin, q.qmax)
+    assert (ints.round() - nearest).abs().max() == 3
+    assert torch.equal(q(weight), weight)
+    assert float(ste.regularizer(2.0)) == 0
+
+
+def test_ste_weight_mode_reconstructs_onto_the_grid_and_improves_the_units():
+    """``weight_mode='ste'``: every unit's loss falls; the weights stay on their grid."""
+    fast = dict(FAST, iters=30, num_images=32, weight_mode='ste')
+    ada = quantize(build('vit'), quant_cfg(dict(FAST, iters=30, num_images=32)), loop_of('vit'))
+    model = quantize(build('vit'), quant_cfg(fast), loop_of('vit'))
+    rec = model.quant_calibration['reconstruct']
+    assert rec['settings']['weight_mode'] == 'ste'
+    assert all(r['loss_after'] <= r['loss_before'] for r in rec['units'].values())
+    assert sum(r['loss_after'] < r['loss_before'] for r in rec['units'].values()) >= 2
+    moved = 0
+    for name, unit in model.quant_plan.units:
+        for layer in unit.modules():
+            if isinstance(layer, WeightActQuantMixin):
+                w = layer.weight.detach()
+                assert torch.equal(layer.weight_quantizer(w), w), name
+        for (_, a), (_, b) in zip(
+            unit.named_parameters(), dict(ada.quant_plan.units)[name].named_parameters()
+        ):
+            moved += int(not torch.equal(a, b))
+    assert moved > 0  # a different result from AdaRound's
+    with pytest.raises(ValueError, match=r'quant\.reconstruct\.weight_mode'):
+        QuantRecipe.from_cfg(quant_cfg(dict(weight_mode='free')))
 
 
 def test_lsq_equals_the_quantizer_at_init_and_drops_with_qdrop():
