@@ -96,6 +96,8 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     'dopq-recon-ste': ('dopq', (*recon(300), STE)),
     'dopq-recon1000-ste': ('dopq', (*recon(1000), STE)),
     'repq-recon1000-ste': ('repq', (*recon(1000), STE)),
+    'repq-recon-ste-learn_ps': ('repq', (*recon(300), STE, LEARN_PS)),
+    'dopq-recon-ste-learn_ps': ('dopq', (*recon(300), STE, LEARN_PS)),
     'dopq-backbone': ('dopq', (BACKBONE,)),
     'dopq-recon-backbone': ('dopq', (*recon(300), BACKBONE)),
     'dopq-recon100-published_lr': (
@@ -157,6 +159,10 @@ VARIANT_NOTES = {
     'straight-through',
     'repq-recon1000-ste': 'RepQ-ViT recipe + reconstruction (1000 iterations), weights trained '
     'straight-through',
+    'repq-recon-ste-learn_ps': 'RepQ-ViT recipe + reconstruction (300 iterations), weights '
+    "trained straight-through, log-sqrt2's scale learned",
+    'dopq-recon-ste-learn_ps': 'DopQ-ViT + reconstruction (300 iterations), weights trained '
+    "straight-through, TanQ's centre and curvature learned",
     'dopq-backbone': 'DopQ-ViT, backbone quantized only (neck and heads float)',
     'dopq-recon-backbone': 'DopQ-ViT, backbone quantized only, + reconstruction (300 iterations)',
 }
