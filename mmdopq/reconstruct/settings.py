@@ -47,7 +47,10 @@ class ReconstructSettings:
             warm-up.
         warmup: Fraction of ``iters`` without the regulariser (AdaRound's warm-up).
         early_stop: ``patience`` (evaluations without a relative improvement of at least
-            ``min_delta`` of the best loss; ``0``: never stop early) and ``min_delta``.
+            ``min_delta`` of the best loss; ``0``: never stop early) and ``min_delta``. It
+            applies when no rounding regulariser anneals (``weight_mode='ste'``, weights
+            not learned, or ``reg_weight=0``): AdaRound's anneal runs to the last iteration
+            and its hardened state improves only as the anneal proceeds.
         eval_every: Iterations between evaluations of the hardened state (keep-best and
             early stopping); ``0``: ``max(1, iters // 20)``.
         eval_images: Samples of the fixed evaluation subset (``0``: all cached samples).

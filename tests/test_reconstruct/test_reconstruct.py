@@ -283,6 +283,22 @@ def test_forward_loop_that_uses_the_output_still_works():
     assert all(r['samples'] == FAST['num_images'] for r in rec['units'].values())
 
 
+def test_early_stop_ends_ste_units_but_never_cuts_adarounds_anneal():
+    """A demanding early stop (a 50 % gain per scoring) ends STE units at once after the
+    warm-up, while AdaRound units, whose hardened state improves only as the regulariser
+    anneals, run every iteration and still keep their best state."""
+    model = quantize(build('vit'), quant_cfg(), loop_of('vit'))
+    stop = dict(
+        FAST, iters=40, eval_every=2, warmup=0.25, early_stop=dict(patience=1, min_delta=0.5)
+    )
+    ste = reconstruct(copy.deepcopy(model), loop_of('vit'), dict(stop, weight_mode='ste'))
+    assert all(r['iters'] < 40 for r in ste['units'].values())
+    assert all(r['iters'] >= 10 for r in ste['units'].values())  # not during the warm-up
+    ada = reconstruct(copy.deepcopy(model), loop_of('vit'), stop)
+    assert all(r['iters'] == 40 for r in ada['units'].values())
+    assert all(r['loss_after'] <= r['loss_before'] for r in ada['units'].values())
+
+
 def test_settings_are_validated_with_their_names():
     with pytest.raises(ValueError, match=r'quant\.reconstruct\.drop_prob'):
         QuantRecipe.from_cfg(quant_cfg(dict(drop_prob=1.5)))
