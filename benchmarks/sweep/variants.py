@@ -87,6 +87,7 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     'dopq-recon': ('dopq', recon(300)),
     'dopq-recon100': ('dopq', recon(100)),
     'dopq-recon1000': ('dopq', recon(1000)),
+    'repq-recon1000': ('repq', recon(1000)),
     'dopq-recon3000': ('dopq', recon(3000)),
     'dopq-recon-learn_ps': ('dopq', (*recon(300), LEARN_PS)),
     'dopq-recon-neck': ('dopq', (*recon(300), 'model.quant.reconstruct.neck=True')),
@@ -98,6 +99,10 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     'repq-recon1000-ste': ('repq', (*recon(1000), STE)),
     'repq-recon-ste-learn_ps': ('repq', (*recon(300), STE, LEARN_PS)),
     'dopq-recon-ste-learn_ps': ('dopq', (*recon(300), STE, LEARN_PS)),
+    'repq-recon1000-learn_ps': ('repq', (*recon(1000), LEARN_PS)),
+    'dopq-recon1000-learn_ps': ('dopq', (*recon(1000), LEARN_PS)),
+    'repq-recon1000-ste-learn_ps': ('repq', (*recon(1000), STE, LEARN_PS)),
+    'dopq-recon1000-ste-learn_ps': ('dopq', (*recon(1000), STE, LEARN_PS)),
     'dopq-backbone': ('dopq', (BACKBONE,)),
     'dopq-recon-backbone': ('dopq', (*recon(300), BACKBONE)),
     'dopq-recon100-published_lr': (
@@ -141,6 +146,7 @@ VARIANT_NOTES = {
     'dopq-recon': 'DopQ-ViT + block reconstruction, 300 iterations per unit',
     'dopq-recon100': 'DopQ-ViT + block reconstruction, 100 iterations per unit',
     'dopq-recon1000': 'DopQ-ViT + block reconstruction, 1000 iterations per unit',
+    'repq-recon1000': 'RepQ-ViT recipe + block reconstruction, 1000 iterations per unit',
     'dopq-recon3000': 'DopQ-ViT + block reconstruction, 3000 iterations per unit',
     'dopq-recon-neck': 'DopQ-ViT + reconstruction (300 iterations) of the backbone and the '
     "detector's neck (FPN)",
@@ -162,6 +168,14 @@ VARIANT_NOTES = {
     'repq-recon-ste-learn_ps': 'RepQ-ViT recipe + reconstruction (300 iterations), weights '
     "trained straight-through, log-sqrt2's scale learned",
     'dopq-recon-ste-learn_ps': 'DopQ-ViT + reconstruction (300 iterations), weights trained '
+    "straight-through, TanQ's centre and curvature learned",
+    'repq-recon1000-learn_ps': 'RepQ-ViT recipe + reconstruction (1000 iterations) that also '
+    "learns log-sqrt2's scale",
+    'dopq-recon1000-learn_ps': 'DopQ-ViT + reconstruction (1000 iterations) that also learns '
+    "TanQ's centre and curvature",
+    'repq-recon1000-ste-learn_ps': 'RepQ-ViT recipe + reconstruction (1000 iterations), weights '
+    "trained straight-through, log-sqrt2's scale learned",
+    'dopq-recon1000-ste-learn_ps': 'DopQ-ViT + reconstruction (1000 iterations), weights trained '
     "straight-through, TanQ's centre and curvature learned",
     'dopq-backbone': 'DopQ-ViT, backbone quantized only (neck and heads float)',
     'dopq-recon-backbone': 'DopQ-ViT, backbone quantized only, + reconstruction (300 iterations)',
