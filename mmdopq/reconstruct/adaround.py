@@ -11,7 +11,39 @@ from ..quantizers import UniformQuantizer
 GAMMA, ZETA = -0.1, 1.1
 
 
-class AdaRoundWeight(nn.Module):
+class GridWeight(nn.Module):
+    """The fixed grid of a calibrated per-channel weight quantizer, for a learned weight.
+
+    Holds the quantizer's per-output-channel ``scale`` and ``zero_point`` (reshaped to
+    broadcast over the weight; not learned) and its integer range. Subclasses decide how
+    the integers are learned (:class:`AdaRoundWeight`, ``SteWeight``).
+
+    Args:
+        weight: The (folded) float weight, ``[out, ...]``.
+        quantizer: Its calibrated per-channel :class:`UniformQuantizer` (axis 0).
+        method: What needs the grid, for the error message.
+    """
+
+    def __init__(self, weight: Tensor, quantizer: UniformQuantizer, method: str) -> None:
+        super().__init__()
+        if not is_adaround_quantizer(quantizer):
+            raise TypeError(
+                f'{quantizer.name}: {method} needs a calibrated per-channel UniformQuantizer'
+            )
+        shape = [-1] + [1] * (weight.dim() - 1)
+        self.register_buffer('scale', quantizer.scale.detach().float().reshape(shape).clone())
+        self.register_buffer(
+            'zero_point', quantizer.zero_point.detach().float().reshape(shape).clone()
+        )
+        self.qmin, self.qmax = float(quantizer.qmin), float(quantizer.qmax)
+
+    def on_grid(self, q: Tensor) -> Tensor:
+        """``s * (clamp(q + z, qmin, qmax) - z)`` for integer levels ``q`` before the zero point."""
+        q = torch.clamp(q + self.zero_point, self.qmin, self.qmax)
+        return self.scale * (q - self.zero_point)
+
+
+class AdaRoundWeight(GridWeight):
     """Soft rounding of a weight on the fixed grid of its calibrated quantizer.
 
     ``W_q = s * (clamp(floor(W / s) + h(V) + z, qmin, qmax) - z)`` with the quantizer's
@@ -27,19 +59,8 @@ class AdaRoundWeight(nn.Module):
     """
 
     def __init__(self, weight: Tensor, quantizer: UniformQuantizer) -> None:
-        super().__init__()
-        if not is_adaround_quantizer(quantizer):
-            raise TypeError(
-                f'{quantizer.name}: AdaRound needs a calibrated per-channel UniformQuantizer'
-            )
-        w = weight.detach().float()
-        shape = [-1] + [1] * (w.dim() - 1)
-        self.register_buffer('scale', quantizer.scale.detach().float().reshape(shape).clone())
-        self.register_buffer(
-            'zero_point', quantizer.zero_point.detach().float().reshape(shape).clone()
-        )
-        self.qmin, self.qmax = float(quantizer.qmin), float(quantizer.qmax)
-        ratio = w / self.scale
+        super().__init__(weight, quantizer, 'AdaRound')
+        ratio = weight.detach().float() / self.scale
         self.register_buffer('w_floor', torch.floor(ratio))
         rest = (ratio - self.w_floor).clamp(0.0, 1.0)
         # h(V) = rest  <=>  sigmoid(V) = (rest - GAMMA) / (ZETA - GAMMA)
@@ -56,8 +77,7 @@ class AdaRoundWeight(nn.Module):
         return (self.v.detach() >= 0).float()
 
     def _dequant(self, h: Tensor) -> Tensor:
-        q = torch.clamp(self.w_floor + h + self.zero_point, self.qmin, self.qmax)
-        return self.scale * (q - self.zero_point)
+        return self.on_grid(self.w_floor + h)
 
     def forward(self, hard: bool = False) -> Tensor:
         """The soft (default) or hardened fake-quantized weight."""

@@ -6,11 +6,11 @@ import torch
 from torch import Tensor, nn
 
 from ..quantizers import UniformQuantizer
-from .adaround import is_adaround_quantizer
+from .adaround import GridWeight
 from .lsq import round_ste
 
 
-class SteWeight(nn.Module):
+class SteWeight(GridWeight):
     """A weight trained through round-to-nearest with a straight-through gradient.
 
     The alternative to :class:`~mmdopq.reconstruct.adaround.AdaRoundWeight` that I&S-ViT-style
@@ -28,25 +28,12 @@ class SteWeight(nn.Module):
     """
 
     def __init__(self, weight: Tensor, quantizer: UniformQuantizer) -> None:
-        super().__init__()
-        if not is_adaround_quantizer(quantizer):
-            raise TypeError(
-                f'{quantizer.name}: STE weight training needs a calibrated per-channel '
-                'UniformQuantizer'
-            )
-        w = weight.detach().float()
-        shape = [-1] + [1] * (w.dim() - 1)
-        self.register_buffer('scale', quantizer.scale.detach().float().reshape(shape).clone())
-        self.register_buffer(
-            'zero_point', quantizer.zero_point.detach().float().reshape(shape).clone()
-        )
-        self.qmin, self.qmax = float(quantizer.qmin), float(quantizer.qmax)
-        self.u = nn.Parameter(w / self.scale)
+        super().__init__(weight, quantizer, 'STE weight training')
+        self.u = nn.Parameter(weight.detach().float() / self.scale)
 
     def forward(self, hard: bool = False) -> Tensor:
         """The fake-quantized weight (the same in both modes: STE has no soft state)."""
-        q = torch.clamp(round_ste(self.u) + self.zero_point, self.qmin, self.qmax)
-        return self.scale * (q - self.zero_point)
+        return self.on_grid(round_ste(self.u))
 
     def regularizer(self, beta: float) -> Tensor:
         """No rounding regulariser: the weight is always on the grid."""
@@ -54,10 +41,10 @@ class SteWeight(nn.Module):
 
     @torch.no_grad()
     def hard_state(self) -> Tensor:
-        """The current integers of the grid (what a snapshot keeps)."""
-        return torch.clamp(torch.round(self.u) + self.zero_point, self.qmin, self.qmax)
+        """The current integer levels before the zero point (what a snapshot keeps)."""
+        return torch.round(self.u)
 
     @torch.no_grad()
     def state_weight(self, state: Tensor) -> Tensor:
-        """``s * (q - z)`` for grid integers ``state``: the value written into the weight."""
-        return self.scale * (state - self.zero_point)
+        """The grid value of levels ``state``: the value written into the weight."""
+        return self.on_grid(state)
