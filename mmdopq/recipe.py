@@ -140,7 +140,7 @@ def check_tanq_search(value: Any) -> dict:
     return out
 
 
-SCOPES = ('whole', 'backbone')
+SCOPES = ('whole', 'backbone', 'backbone_neck')
 REPARAM_RULES = ('mean', 'median', 'mad', 'none')
 CALIB_MODES = ('float', 'sequential')
 
@@ -153,7 +153,8 @@ class QuantRecipe:
         recipe: Name of the recipe the defaults came from.
         wbits: Weight bits (per output channel).
         abits: Activation bits (per tensor after reparameterization).
-        scope: ``'whole'`` detector/classifier or ``'backbone'`` only.
+        scope: ``'whole'`` detector/classifier, ``'backbone'`` only, or (detectors)
+            ``'backbone_neck'``: backbone and neck, the heads float.
         post_softmax: Quantizer of the attention map: ``'tan'``,
             ``'tan_symmetric'``, ``'log_sqrt2'`` or ``'uniform'``.
         softmax_objective: ``'output'`` (error of ``attn @ v``) or ``'tensor'``.

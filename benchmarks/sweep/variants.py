@@ -26,6 +26,8 @@ STE = 'model.quant.reconstruct.weight_mode=ste'
 NO_STOP = 'model.quant.reconstruct.early_stop.patience=0'
 #: ``--cfg-options`` that quantize (and reconstruct) the backbone only.
 BACKBONE = 'model.quant.scope=backbone'
+#: ``--cfg-options`` that quantize the backbone and the neck (detectors; heads float).
+BACKBONE_NECK = 'model.quant.scope=backbone_neck'
 
 #: ``--cfg-options`` that let reconstruction learn the post-Softmax quantizers too.
 LEARN_PS = 'model.quant.reconstruct.learn_post_softmax=True'
@@ -105,6 +107,7 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     'dopq-recon1000-ste-learn_ps': ('dopq', (*recon(1000), STE, LEARN_PS)),
     'dopq-backbone': ('dopq', (BACKBONE,)),
     'dopq-recon-backbone': ('dopq', (*recon(300), BACKBONE)),
+    'dopq-backbone_neck': ('dopq', (BACKBONE_NECK,)),
     'dopq-recon100-published_lr': (
         'dopq',
         (
@@ -179,4 +182,5 @@ VARIANT_NOTES = {
     "straight-through, TanQ's centre and curvature learned",
     'dopq-backbone': 'DopQ-ViT, backbone quantized only (neck and heads float)',
     'dopq-recon-backbone': 'DopQ-ViT, backbone quantized only, + reconstruction (300 iterations)',
+    'dopq-backbone_neck': 'DopQ-ViT, backbone and neck quantized (heads float)',
 }

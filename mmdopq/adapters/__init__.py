@@ -15,6 +15,7 @@ from typing import Callable, Optional
 from torch import nn
 
 from ..plan import QuantizerFactory, QuantPlan
+from ..utils.errors import ConfigError
 from .common import TIMM_WRAPPER_ATTRS, defined_by_timm, unwrap_timm_model
 
 Adapter = Callable[[nn.Module, QuantizerFactory], QuantPlan]
@@ -36,6 +37,7 @@ def adapt_timm_classifier(
         The plan of the ViT or Swin adapter.
 
     Raises:
+        ConfigError: ``scope='backbone_neck'`` (a classifier has no neck).
         TypeError: The timm model is neither a VisionTransformer nor a
             SwinTransformer, or not the architecture ``arch`` asks for.
     """
@@ -43,6 +45,11 @@ def adapt_timm_classifier(
     from timm.models.vision_transformer import VisionTransformer
 
     timm_model, prefix = unwrap_timm_model(model)
+    if factory.recipe.scope == 'backbone_neck':
+        raise ConfigError(
+            f"quant.scope='backbone_neck' is for detectors; {type(timm_model).__name__} is a "
+            "classifier (no neck): use 'whole' or 'backbone'"
+        )
     if arch not in (None, 'vit', 'swin'):
         raise ValueError(f"arch={arch!r}; choose from None, 'vit', 'swin'")
     if isinstance(timm_model, VisionTransformer) and arch in (None, 'vit'):

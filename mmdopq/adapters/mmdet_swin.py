@@ -170,18 +170,22 @@ DETECTOR_HEADS = ('neck', 'rpn_head', 'roi_head', 'bbox_head', 'mask_head')
 def adapt_mmdet_detector(detector: nn.Module, factory: QuantizerFactory) -> QuantPlan:
     """Quantize an mmdet detector with a Swin backbone.
 
-    The backbone always; with ``factory.recipe.scope == 'whole'`` also every Conv2d and
-    Linear of the neck and heads (``ConvTranspose2d``, norms and RoI ops stay float).
+    The backbone always; every Conv2d and Linear of the neck with ``factory.recipe.scope``
+    ``'whole'`` or ``'backbone_neck'``, and of the heads with ``'whole'``
+    (``ConvTranspose2d``, norms and RoI ops stay float).
     """
     if not hasattr(detector, 'backbone'):
         raise TypeError(f'{type(detector).__name__} has no backbone to quantize')
+    scope = factory.recipe.scope
     plan = adapt_swin_backbone(detector.backbone, factory, 'backbone')
-    if factory.recipe.scope == 'whole':
-        for attr in DETECTOR_HEADS:
-            module = getattr(detector, attr, None)
-            if isinstance(module, nn.Module):
-                plan.extend(quantize_linear_layers(module, factory, attr))
-        if isinstance(getattr(detector, 'neck', None), nn.Module):
-            # the neck is an optional reconstruction unit; the heads stay calibrated only
-            plan.add_unit('neck', detector.neck, kind='neck')
+    if scope == 'backbone':
+        return plan
+    quantized = DETECTOR_HEADS if scope == 'whole' else ('neck',)
+    for attr in quantized:
+        module = getattr(detector, attr, None)
+        if isinstance(module, nn.Module):
+            plan.extend(quantize_linear_layers(module, factory, attr))
+    if isinstance(getattr(detector, 'neck', None), nn.Module):
+        # the neck is an optional reconstruction unit; the heads stay calibrated only
+        plan.add_unit('neck', detector.neck, kind='neck')
     return plan

@@ -358,6 +358,8 @@ def test_backbone_scope_keeps_head_float(arch):
     assert set(plan.sites) == set(whole.sites) - set(heads)
     calibrate(model, plan, arch)
     assert plan.uncalibrated_sites() == []
+    with pytest.raises(ValueError, match="scope='backbone_neck' is for detectors"):
+        adapt(build(arch), recipe('repq', scope='backbone_neck'))
 
 
 # -- dispatch, wrappers, rejection ----------------------------------------------------

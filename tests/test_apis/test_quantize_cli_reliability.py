@@ -187,6 +187,10 @@ def test_user_errors_are_one_line(setup, tmp_path, capsys, monkeypatch):
     assert code == 2 and 'torchrun' in err[0] and 'dist_quantize.sh' in err[0], err
     with pytest.raises(FileNotFoundError):  # --debug: the exception itself
         quantize.main([setup['cfg'], str(tmp_path / 'nope.pth'), '--debug'])
+    # a setting the model cannot take, found while the adapter builds it
+    code, err = cli([*base, '--cfg-options', 'model.quant.scope=backbone_neck'], capsys)
+    assert code == 2 and len(err) == 1 and "scope='backbone_neck' is for detectors" in err[0]
+    assert not written(tmp_path / 'w')
 
 
 def test_user_error_of_the_installed_tool_is_one_line_without_traceback(setup, tmp_path):

@@ -474,3 +474,4 @@ def test_every_benchmark_variant_resolves_through_the_tool(tmp_path, monkeypatch
     assert resolved['dopq-recon1000-nostop'][0].reconstruct_settings.patience == 0
     assert resolved['dopq-recon-backbone'][0].scope == 'backbone'
     assert resolved['dopq-backbone'][0].reconstruct_settings is None
+    assert resolved['dopq-backbone_neck'][0].scope == 'backbone_neck'

@@ -109,6 +109,16 @@ def test_declared_sites_cover_protocol(tiny_cfg):
         assert isinstance(repq.quant_plan.sites[name].quantizer_a, LogSqrt2Quantizer)
     bb_only, _ = build_quantized(tiny_cfg('dopq', 4), scope='backbone')
     assert all(n.startswith('backbone.') for n in bb_only.quant_plan.sites)
+    assert bb_only.quant_plan.units[-1][0] != 'neck'
+    # backbone and neck quantized, heads float; the neck stays a (neck) reconstruction unit
+    bb_neck, _ = build_quantized(tiny_cfg('dopq', 4), scope='backbone_neck')
+    sites = set(bb_neck.quant_plan.sites)
+    neck = {n for n in sites if n.startswith('neck.')}
+    assert neck and sites == set(bb_only.quant_plan.sites) | neck
+    assert neck == {n for n in plan.sites if n.startswith('neck.')}
+    assert type(bb_neck.rpn_head.rpn_conv) is nn.Conv2d
+    assert bb_neck.quant_plan.units[-1][0] == 'neck'
+    assert bb_neck.quant_plan.unit_kinds['neck'] == 'neck'
 
 
 def test_float_mode_identical_to_plain_detector(tiny_cfg, float_model):
