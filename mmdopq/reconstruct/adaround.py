@@ -66,7 +66,6 @@ class AdaRoundWeight(GridWeight):
         # h(V) = rest  <=>  sigmoid(V) = (rest - GAMMA) / (ZETA - GAMMA)
         p = ((rest - GAMMA) / (ZETA - GAMMA)).clamp(1e-6, 1 - 1e-6)
         self.v = nn.Parameter(torch.log(p / (1 - p)))
-        self.register_buffer('nearest', torch.round(ratio) - self.w_floor)  # round-to-nearest h
 
     def h(self) -> Tensor:
         """The soft rounding offsets in ``[0, 1]``."""
@@ -82,10 +81,6 @@ class AdaRoundWeight(GridWeight):
     def forward(self, hard: bool = False) -> Tensor:
         """The soft (default) or hardened fake-quantized weight."""
         return self._dequant(self.hard_h() if hard else self.h())
-
-    def integer_weight(self, h: Tensor) -> Tensor:
-        """The integers ``q`` of the grid for offsets ``h``."""
-        return torch.clamp(self.w_floor + h + self.zero_point, self.qmin, self.qmax)
 
     def regularizer(self, beta: float) -> Tensor:
         """AdaRound's rounding regulariser ``mean(1 - |2h - 1|^beta)`` (0 when hardened)."""
