@@ -29,6 +29,8 @@ from .reparam import FoldResult, reparameterize_layernorm
 
 #: Groups of :meth:`QuantPlan.components`.
 COMPONENTS = ('post_softmax', 'post_layernorm', 'other_act', 'weight')
+#: Kinds of reconstruction units (see :meth:`QuantPlan.add_unit`).
+UNIT_KINDS = ('block', 'neck', 'head', 'roi')
 
 
 class QuantizerFactory:
@@ -119,7 +121,8 @@ class QuantPlan:
     channel_scale_stats: dict[str, dict] = field(default_factory=dict)
     #: Reconstruction units in forward order, ``(name, module)`` (see :meth:`add_unit`).
     units: list[tuple[str, nn.Module]] = field(default_factory=list)
-    #: Kind of each unit: ``'block'`` (always reconstructed) or ``'neck'`` (optional).
+    #: Kind of each unit (:data:`UNIT_KINDS`): ``'block'`` is always reconstructed, the
+    #: others on ask.
     unit_kinds: dict[str, str] = field(default_factory=dict)
     _norm_inputs: dict[str, SampleCollector] = field(default_factory=dict)
     _hooks: list = field(default_factory=list)
@@ -171,11 +174,15 @@ class QuantPlan:
         Args:
             name: Qualified name of the module.
             module: The unit: called with the inputs it sees in the model.
-            kind: ``'block'`` (patch embedding, transformer block, patch merging, head) or
-                ``'neck'`` (a detector's neck: reconstructed only when asked).
+            kind: One of :data:`UNIT_KINDS`: ``'block'`` (patch embedding, transformer
+                block, patch merging, classifier head), ``'neck'`` (a detector's neck) or
+                ``'head'`` (a detector's dense head, e.g. the RPN head), reconstructed only
+                when asked, or ``'roi'``: a head called on regions of interest (box and
+                mask heads), reconstructed on ask against the float head on the same
+                regions (the float model's regions differ).
         """
-        if kind not in ('block', 'neck'):
-            raise ValueError(f"unit {name!r}: kind={kind!r}; choose from 'block', 'neck'")
+        if kind not in UNIT_KINDS:
+            raise ValueError(f'unit {name!r}: kind={kind!r}; choose from {UNIT_KINDS}')
         if name in self.unit_kinds:
             raise ValueError(f'reconstruction unit {name!r} declared twice')
         self.units.append((name, module))

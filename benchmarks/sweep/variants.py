@@ -29,6 +29,9 @@ BACKBONE = 'model.quant.scope=backbone'
 #: ``--cfg-options`` that quantize the backbone and the neck (detectors; heads float).
 BACKBONE_NECK = 'model.quant.scope=backbone_neck'
 
+#: ``--cfg-options`` that reconstruct a detector's neck and heads too.
+NECK_HEADS = ('model.quant.reconstruct.neck=True', 'model.quant.reconstruct.heads=True')
+
 #: ``--cfg-options`` that let reconstruction learn the post-Softmax quantizers too.
 LEARN_PS = 'model.quant.reconstruct.learn_post_softmax=True'
 
@@ -108,6 +111,8 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     'dopq-backbone': ('dopq', (BACKBONE,)),
     'dopq-recon-backbone': ('dopq', (*recon(300), BACKBONE)),
     'dopq-backbone_neck': ('dopq', (BACKBONE_NECK,)),
+    'repq-recon-heads': ('repq', (*recon(300), *NECK_HEADS)),
+    'dopq-recon-heads': ('dopq', (*recon(300), *NECK_HEADS)),
     'dopq-recon100-published_lr': (
         'dopq',
         (
@@ -183,4 +188,8 @@ VARIANT_NOTES = {
     'dopq-backbone': 'DopQ-ViT, backbone quantized only (neck and heads float)',
     'dopq-recon-backbone': 'DopQ-ViT, backbone quantized only, + reconstruction (300 iterations)',
     'dopq-backbone_neck': 'DopQ-ViT, backbone and neck quantized (heads float)',
+    'repq-recon-heads': 'RepQ-ViT recipe + reconstruction (300 iterations) of the backbone, the '
+    'neck and the heads (RoI heads against the float head on the same regions)',
+    'dopq-recon-heads': 'DopQ-ViT + reconstruction (300 iterations) of the backbone, the neck '
+    'and the heads (RoI heads against the float head on the same regions)',
 }

@@ -186,6 +186,30 @@ def adapt_mmdet_detector(detector: nn.Module, factory: QuantizerFactory) -> Quan
         if isinstance(module, nn.Module):
             plan.extend(quantize_linear_layers(module, factory, attr))
     if isinstance(getattr(detector, 'neck', None), nn.Module):
-        # the neck is an optional reconstruction unit; the heads stay calibrated only
+        # the neck and the heads are optional reconstruction units
         plan.add_unit('neck', detector.neck, kind='neck')
+    if scope == 'whole':
+        add_head_units(detector, plan)
     return plan
+
+
+def add_head_units(detector: nn.Module, plan: QuantPlan) -> None:
+    """Declare a two-stage detector's heads as reconstruction units, in forward order.
+
+    The RPN head (kind ``'head'``), then the RoI head's box heads and mask heads (kind
+    ``'roi'``): one per stage of a cascade, all box stages before the mask stages, as
+    mmdet's cascade ``predict`` runs them. A single-stage head (``bbox_head``) is a
+    ``'head'`` unit.
+    """
+    for attr in ('rpn_head', 'bbox_head'):
+        head = getattr(detector, attr, None)
+        if isinstance(head, nn.Module):
+            plan.add_unit(attr, head, kind='head')
+    roi_head = getattr(detector, 'roi_head', None)
+    for attr in ('bbox_head', 'mask_head'):
+        heads = getattr(roi_head, attr, None)
+        if isinstance(heads, nn.ModuleList):
+            for i, head in enumerate(heads):
+                plan.add_unit(f'roi_head.{attr}.{i}', head, kind='roi')
+        elif isinstance(heads, nn.Module):
+            plan.add_unit(f'roi_head.{attr}', heads, kind='roi')

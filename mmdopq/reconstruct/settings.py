@@ -63,7 +63,16 @@ class ReconstructSettings:
         learn_post_softmax: Learn the post-Softmax quantizers too (TanQ's centre and
             curvature, log-sqrt2's scale); off: they keep their calibration.
         lr_post_softmax: Adam learning rate of those parameters (cosine decay to 0).
-        neck: Detectors: reconstruct the neck (FPN) as a last unit.
+        neck: Detectors: reconstruct the neck (FPN) after the backbone.
+        heads: Detectors: reconstruct the heads too, after the neck: the RPN head (its
+            target is the float RPN head's output on the float model's features, like every
+            other unit) and each RoI box and mask head. An RoI head sees other regions in
+            the float model than in the quantized one, so its target is *local*: the float
+            head on the quantized model's regions. Its samples are regions, not images.
+        rois_per_call: RoI heads: regions kept (a seeded random draw) from each call of
+            the head, i.e. from each batch of ``batch_size`` images; ``0``: all of them.
+        roi_batch_size: RoI heads: regions per optimisation step. Their fixed evaluation
+            subset holds ``8 * roi_batch_size`` regions (``eval_images`` counts images).
         cache_dtype: ``'float32'`` or ``'float16'`` (halves the memory of the unit caches).
         cache_mb: Memory budget of one unit's cache (inputs + targets) in MiB; a unit
             whose cache would exceed it stops with an error that names the remedies.
@@ -98,6 +107,9 @@ class ReconstructSettings:
     learn_post_softmax: bool = False
     lr_post_softmax: float = 1e-2
     neck: bool = False
+    heads: bool = False
+    rois_per_call: int = 64
+    roi_batch_size: int = 64
     cache_dtype: str = 'float32'
     cache_mb: int = 4096
     cache: str = 'memory'
@@ -113,6 +125,12 @@ class ReconstructSettings:
     @property
     def min_delta(self) -> float:
         return float(self.early_stop.get('min_delta', 1e-3))
+
+    def for_rois(self) -> ReconstructSettings:
+        """The settings of an RoI head unit: minibatches and evaluation counted in regions."""
+        return dataclasses.replace(
+            self, batch_size=self.roi_batch_size, eval_images=8 * self.roi_batch_size
+        )
 
     def eval_interval(self) -> int:
         """Iterations between evaluations (resolving ``eval_every=0``)."""
@@ -178,14 +196,15 @@ def check_reconstruct(cfg: Mapping, prefix: str = 'quant.reconstruct') -> dict:
             'learn_steps',
             'learn_post_softmax',
             'neck',
+            'heads',
             'progress',
         ):
             if not isinstance(v, bool):
                 raise _fail(prefix, key, v, 'must be True or False')
             out[key] = v
-        elif key in ('iters', 'batch_size'):
+        elif key in ('iters', 'batch_size', 'roi_batch_size'):
             out[key] = integer(key, v, 1)
-        elif key in ('num_images', 'eval_every', 'eval_images', 'cache_mb'):
+        elif key in ('num_images', 'eval_every', 'eval_images', 'cache_mb', 'rois_per_call'):
             out[key] = integer(key, v, 0)
         elif key == 'seed':
             out[key] = None if v is None else integer(key, v, 0)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nn import QuantModuleMixin, WeightActQuantMixin
-from .cache import UnitCache
+from .cache import UnitCache, take_rows
 from .progress import ProgressLine
 from .settings import ReconstructSettings
 from .unit import UnitReconstructor
@@ -97,23 +97,46 @@ def _float_weights(originals: dict[int, tuple[WeightActQuantMixin, Tensor]]) -> 
 
 
 def _run_pass(
-    model: nn.Module, forward_loop: ForwardLoop, unit: nn.Module, cache: UnitCache, which: str
+    model: nn.Module,
+    forward_loop: ForwardLoop,
+    unit: nn.Module,
+    cache: UnitCache,
+    which: str,
+    rows: Optional[tuple[int, torch.Generator]] = None,
 ) -> None:
     """Run ``forward_loop`` once, recording the unit's inputs or outputs into ``cache``.
 
     Each forward pass stops at the unit; once ``cache`` holds its samples the remaining
     passes return at once. If ``forward_loop`` cannot cope with a model that returns
     ``None`` it is run again without stopping early.
+
+    With ``rows = (k, generator)`` (an RoI head: ``'inputs'`` only) each call keeps at
+    most ``k`` random rows, and its target is recorded at once: the unit itself in float
+    mode on those rows (a local target).
     """
+    busy = [False]
 
     def record(*args) -> None:
+        if busy[0]:  # the unit's own float call below
+            return
         if cache.full(which):
             if truncate:
                 raise _Stop
             return
         if which == 'inputs':
             _, a, kw = args
-            cache.add_input(a, kw)
+            if rows is None:
+                cache.add_input(a, kw)
+            else:
+                taken = take_rows((tuple(a), dict(kw)), *rows)
+                if taken is not None:
+                    cache.add_input(*taken)
+                    busy[0] = True
+                    try:
+                        with _modes(unit, 'float'):
+                            cache.add_target(unit(*taken[0], **taken[1]))
+                    finally:
+                        busy[0] = False
         else:
             cache.add_target(args[-1])
         if truncate:
@@ -142,9 +165,14 @@ def _run_pass(
 
 
 def select_units(plan: Any, settings: ReconstructSettings) -> list[tuple[str, nn.Module]]:
-    """The plan's units the settings reconstruct, in forward order (``neck`` units on ask)."""
+    """The plan's units the settings reconstruct, in forward order.
+
+    ``block`` units always, ``neck`` units with ``settings.neck``, ``head`` and ``roi``
+    units with ``settings.heads``.
+    """
     kinds = getattr(plan, 'unit_kinds', {})
-    return [(n, m) for n, m in plan.units if settings.neck or kinds.get(n) != 'neck']
+    wanted = {'block': True, 'neck': settings.neck, 'head': settings.heads, 'roi': settings.heads}
+    return [(n, m) for n, m in plan.units if wanted[kinds.get(n, 'block')]]
 
 
 def reconstruct(
@@ -193,10 +221,12 @@ def reconstruct(
         f'mmdopq: reconstruct {len(units)} units, up to {settings.iters} iterations each '
         f'(batch {settings.batch_size}, QDrop {settings.drop_prob}, seed {seed})'
     )
+    kinds = getattr(plan, 'unit_kinds', {})
     for k, (name, unit) in enumerate(units):
         t = time.perf_counter()
+        on_rois = kinds.get(name) == 'roi'
         cache = UnitCache(
-            settings.num_images,
+            0 if on_rois else settings.num_images,  # RoI heads: every image of the loop
             settings.cache_dtype,
             settings.cache_mb,
             name,
@@ -204,9 +234,14 @@ def reconstruct(
             cache_dir=settings.cache_dir,
         )
         try:
-            _run_pass(model, forward_loop, unit, cache, 'inputs')
-            with _modes(model, 'float'), _float_weights(originals):
-                _run_pass(model, forward_loop, unit, cache, 'targets')
+            if on_rois:
+                gen = torch.Generator().manual_seed(seed * 7919 + k + 1_000_003)
+                rows = (settings.rois_per_call, gen)
+                _run_pass(model, forward_loop, unit, cache, 'inputs', rows=rows)
+            else:
+                _run_pass(model, forward_loop, unit, cache, 'inputs')
+                with _modes(model, 'float'), _float_weights(originals):
+                    _run_pass(model, forward_loop, unit, cache, 'targets')
             cache.finish()
             capture_s = time.perf_counter() - t
             progress = ProgressLine(
@@ -214,7 +249,8 @@ def reconstruct(
                 settings.iters,
                 enabled=settings.progress,
             )
-            runner = UnitReconstructor(name, unit, fixed, settings, seed=seed * 7919 + k)
+            unit_settings = settings.for_rois() if on_rois else settings
+            runner = UnitReconstructor(name, unit, fixed, unit_settings, seed=seed * 7919 + k)
             rec = runner.run(cache, progress)
             progress.close()
         finally:

@@ -475,3 +475,5 @@ def test_every_benchmark_variant_resolves_through_the_tool(tmp_path, monkeypatch
     assert resolved['dopq-recon-backbone'][0].scope == 'backbone'
     assert resolved['dopq-backbone'][0].reconstruct_settings is None
     assert resolved['dopq-backbone_neck'][0].scope == 'backbone_neck'
+    heads = resolved['dopq-recon-heads'][0].reconstruct_settings
+    assert heads.heads and heads.neck and heads.iters == 300

@@ -308,6 +308,12 @@ def test_settings_are_validated_with_their_names():
         QuantRecipe.from_cfg(quant_cfg(dict(iterations=3)))
     with pytest.raises(ValueError, match=r'quant\.reconstruct\.early_stop\.patience'):
         QuantRecipe.from_cfg(quant_cfg(dict(early_stop=dict(patience=-1))))
+    with pytest.raises(ValueError, match=r'quant\.reconstruct\.roi_batch_size=0 must be'):
+        QuantRecipe.from_cfg(quant_cfg(dict(roi_batch_size=0)))
+    with pytest.raises(ValueError, match=r'quant\.reconstruct\.heads=1 must be True or False'):
+        QuantRecipe.from_cfg(quant_cfg(dict(heads=1)))
+    rois = ReconstructSettings(batch_size=4, eval_images=32, roi_batch_size=16).for_rois()
+    assert (rois.batch_size, rois.eval_images) == (16, 128)
     r = QuantRecipe.from_cfg(quant_cfg(dict(iters=7, anneal=[10, 2])))
     with pytest.raises(TypeError):
         r.reconstruct['iters'] = 3  # read-only

@@ -1,12 +1,13 @@
-"""Block reconstruction on the tiny mmdet Swin Mask R-CNN: units, neck option, the hook's loop."""
+"""Block reconstruction on the tiny mmdet Swin Mask R-CNN: units, neck and heads options."""
 
 import pytest
 import torch
 
 from mmdopq.apis import calibrate
-from mmdopq.nn import QuantConv2d, QuantLinear
+from mmdopq.nn import QuantConv2d, QuantLinear, set_quant_mode
 from mmdopq.reconstruct import ReconstructSettings, reconstruct
-from mmdopq.reconstruct.stage import select_units
+from mmdopq.reconstruct.cache import UnitCache
+from mmdopq.reconstruct.stage import _run_pass, select_units
 from tests.test_models.test_quantized_model import batches, build_quantized
 from tests.tiny_models import build_float_detector
 
@@ -18,13 +19,17 @@ def float_model(tiny_cfg):
     return build_float_detector(tiny_cfg('dopq', 4))
 
 
-def test_units_cover_the_backbone_sites_once_and_the_neck_is_optional(tiny_cfg):
+HEADS = ['rpn_head', 'roi_head.bbox_head', 'roi_head.mask_head']
+
+
+def test_units_cover_every_site_once_and_the_neck_and_heads_are_optional(tiny_cfg):
     model, _ = build_quantized(tiny_cfg('dopq', 4))
     plan = model.quant_plan
     names = [n for n, _ in plan.units]
-    assert names[0] == 'backbone.patch_embed' and names[-1] == 'neck'
-    assert plan.unit_kinds['neck'] == 'neck'
-    assert all(plan.unit_kinds[n] == 'block' for n in names[:-1])
+    assert names[0] == 'backbone.patch_embed' and names[-4:] == ['neck', *HEADS]
+    assert plan.unit_kinds['neck'] == 'neck' and plan.unit_kinds['rpn_head'] == 'head'
+    assert plan.unit_kinds['roi_head.bbox_head'] == plan.unit_kinds['roi_head.mask_head'] == 'roi'
+    assert all(plan.unit_kinds[n] == 'block' for n in names[:-4])
     assert 'backbone.stages.0.downsample' in names
     assert names.index('backbone.stages.0.blocks.1') < names.index('backbone.stages.0.downsample')
     owner = {}
@@ -32,14 +37,17 @@ def test_units_cover_the_backbone_sites_once_and_the_neck_is_optional(tiny_cfg):
         for m in unit.modules():
             owner.setdefault(id(m), []).append(uname)
     for site_name, site in plan.sites.items():
-        units = owner.get(id(site), [])
-        if site_name.startswith(('backbone.', 'neck.')):
-            assert len(units) == 1, site_name
-        else:
-            assert not units, site_name  # heads stay calibrated only
+        assert len(owner.get(id(site), [])) == 1, site_name
+    picked = {
+        key: [n for n, _ in select_units(plan, ReconstructSettings(**{key: True}))]
+        for key in ('enabled', 'neck', 'heads')
+    }
+    assert picked['enabled'] == names[:-4]
+    assert picked['neck'] == names[:-3]
+    assert picked['heads'] == names[:-4] + HEADS
 
 
-def test_detector_reconstruction_with_the_neck(tiny_cfg, float_model):
+def test_roi_head_units_keep_some_regions_per_call_with_local_float_targets(tiny_cfg, float_model):
     model, cfg = build_quantized(tiny_cfg('dopq', 4), float_model)
     data = batches(cfg, 'calib', 2)
 
@@ -48,13 +56,43 @@ def test_detector_reconstruction_with_the_neck(tiny_cfg, float_model):
             m.test_step(b)
 
     calibrate(model, loop)
-    rec = reconstruct(model, loop, dict(FAST, neck=True))
-    assert list(rec['units'])[-1] == 'neck'
-    n_units = len(model.quant_plan.units)
-    assert len(rec['units']) == n_units
+    head = model.roi_head.bbox_head
+    seen = []
+    handle = head.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[0]))
+    with torch.no_grad():
+        loop(model)
+    handle.remove()
+    assert len(seen) == 2 and min(seen) > 3  # one call per batch, more regions than kept
+    cache = UnitCache(name='roi_head.bbox_head')
+    _run_pass(model, loop, head, cache, 'inputs', rows=(3, torch.Generator().manual_seed(0)))
+    cache.finish()
+    assert cache.num_samples == 6
+    (x,), _, (cls_score, bbox_pred) = cache.get(0, torch.arange(6))
+    with torch.no_grad():  # the target: the float head on the quantized model's regions
+        set_quant_mode(head, 'float')
+        ref_cls, ref_bbox = head(x)
+        set_quant_mode(head, 'quant')
+        quant_cls, _ = head(x)
+    assert torch.equal(cls_score, ref_cls) and torch.equal(bbox_pred, ref_bbox)
+    assert not torch.equal(quant_cls, ref_cls)
+
+
+def test_detector_reconstruction_with_the_neck_and_heads(tiny_cfg, float_model):
+    model, cfg = build_quantized(tiny_cfg('dopq', 4), float_model)
+    data = batches(cfg, 'calib', 2)
+
+    def loop(m):
+        for b in data:
+            m.test_step(b)
+
+    calibrate(model, loop)
+    rec = reconstruct(model, loop, dict(FAST, neck=True, heads=True, rois_per_call=5))
+    assert list(rec['units'])[-4:] == ['neck', *HEADS]
+    assert len(rec['units']) == len(model.quant_plan.units)
     for name, r in rec['units'].items():
         assert r['loss_after'] <= r['loss_before'], name
-        assert r['samples'] == 2
+        # RoI heads count regions: at most 5 of each of the 2 calls
+        assert r['samples'] == 2 if not name.startswith('roi_head.') else 0 < r['samples'] <= 10
     changed = [u for n, u in model.quant_plan.units if rec['units'][n]['changed']]
     assert changed
     for unit in changed:  # the reconstructed weights lie on their quantizer's grid
@@ -64,6 +102,4 @@ def test_detector_reconstruction_with_the_neck(tiny_cfg, float_model):
                 assert torch.equal(layer.weight_quantizer(w), w)
     out = model.test_step(data[0])[0].pred_instances
     assert torch.isfinite(out.bboxes).all()
-    # without neck=True the neck is left as calibrated
-    units = select_units(model.quant_plan, ReconstructSettings())
-    assert [n for n, _ in units] == list(rec['units'])[:-1]
+    assert any(rec['units'][n]['changed'] for n in HEADS)

@@ -78,6 +78,13 @@ def test_every_cascade_stage_layer_is_a_site(tiny_det_cfg):
         assert isinstance(upsample, nn.ConvTranspose2d)
         assert not isinstance(upsample, QuantModuleMixin)
     assert len([s for s in sites if s.startswith('roi_head.')]) == 3 * (7 + 5)
+    # reconstruction units (on ask): the RPN head, then the box stages, then the mask stages
+    # (the order of the cascade's predict)
+    units = [n for n, _ in model.quant_plan.units]
+    boxes = [f'roi_head.bbox_head.{i}' for i in range(3)]
+    masks = [f'roi_head.mask_head.{i}' for i in range(3)]
+    assert units[-8:] == ['neck', 'rpn_head', *boxes, *masks]
+    assert {model.quant_plan.unit_kinds[n] for n in boxes + masks} == {'roi'}
 
 
 # -- the mmdet 2.x layout, written independently of the converter --------------------------
