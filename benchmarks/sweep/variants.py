@@ -32,6 +32,11 @@ BACKBONE_NECK = 'model.quant.scope=backbone_neck'
 #: ``--cfg-options`` that reconstruct a detector's neck and heads too.
 NECK_HEADS = ('model.quant.reconstruct.neck=True', 'model.quant.reconstruct.heads=True')
 
+#: ``--cfg-options`` of mmdopq's query-quantizer objective (error of ``q @ k^T``).
+QK_OUT = 'model.quant.qk_objective=output'
+#: ``--cfg-options`` that calibrate activations on min/max with floored zero points.
+MINMAX_FLOOR = ('model.quant.act_method=minmax', 'model.quant.act_zero_point=floor')
+
 #: ``--cfg-options`` that let reconstruction learn the post-Softmax quantizers too.
 LEARN_PS = 'model.quant.reconstruct.learn_post_softmax=True'
 
@@ -52,18 +57,12 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     'tanq_only': ('tanq_only', ()),
     'mosf_only': ('mosf_only', ()),
     'dopq-median': ('dopq', ('model.quant.reparam_rule=median',)),
-    'repq-qk_out': ('repq', ('model.quant.qk_objective=output',)),
-    'dopq-qk_out': ('dopq', ('model.quant.qk_objective=output',)),
+    'repq-qk_out': ('repq', (QK_OUT,)),
+    'dopq-qk_out': ('dopq', (QK_OUT,)),
     'repq-act_minmax': ('repq', ('model.quant.act_method=minmax',)),
     'dopq-act_minmax': ('dopq', ('model.quant.act_method=minmax',)),
-    'repq-act_minmax_floor': (
-        'repq',
-        ('model.quant.act_method=minmax', 'model.quant.act_zero_point=floor'),
-    ),
-    'dopq-act_minmax_floor': (
-        'dopq',
-        ('model.quant.act_method=minmax', 'model.quant.act_zero_point=floor'),
-    ),
+    'repq-act_minmax_floor': ('repq', MINMAX_FLOOR),
+    'dopq-act_minmax_floor': ('dopq', MINMAX_FLOOR),
     'repq-seq': ('repq', ('model.quant.calib_mode=sequential',)),
     'dopq-seq': ('dopq', ('model.quant.calib_mode=sequential',)),
     'tanq_only-tensor_obj': ('tanq_only', ('model.quant.softmax_objective=tensor',)),
@@ -111,6 +110,10 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     'dopq-backbone': ('dopq', (BACKBONE,)),
     'dopq-recon-backbone': ('dopq', (*recon(300), BACKBONE)),
     'dopq-backbone_neck': ('dopq', (BACKBONE_NECK,)),
+    'repq-recon-qk_out': ('repq', (*recon(300), QK_OUT)),
+    'dopq-recon-qk_out': ('dopq', (*recon(300), QK_OUT)),
+    'repq-recon-act_minmax_floor': ('repq', (*recon(300), *MINMAX_FLOOR)),
+    'dopq-recon-act_minmax_floor': ('dopq', (*recon(300), *MINMAX_FLOOR)),
     'repq-recon-heads': ('repq', (*recon(300), *NECK_HEADS)),
     'dopq-recon-heads': ('dopq', (*recon(300), *NECK_HEADS)),
     'dopq-recon100-published_lr': (
@@ -188,6 +191,14 @@ VARIANT_NOTES = {
     'dopq-backbone': 'DopQ-ViT, backbone quantized only (neck and heads float)',
     'dopq-recon-backbone': 'DopQ-ViT, backbone quantized only, + reconstruction (300 iterations)',
     'dopq-backbone_neck': 'DopQ-ViT, backbone and neck quantized (heads float)',
+    'repq-recon-qk_out': 'RepQ-ViT recipe, query quantizer calibrated on the q @ k^T error, '
+    '+ reconstruction (300 iterations)',
+    'dopq-recon-qk_out': 'DopQ-ViT, query quantizer calibrated on the q @ k^T error, '
+    '+ reconstruction (300 iterations)',
+    'repq-recon-act_minmax_floor': 'RepQ-ViT recipe, activations on min/max with floored zero '
+    'points, + reconstruction (300 iterations)',
+    'dopq-recon-act_minmax_floor': 'DopQ-ViT, activations on min/max with floored zero points, '
+    '+ reconstruction (300 iterations)',
     'repq-recon-heads': 'RepQ-ViT recipe + reconstruction (300 iterations) of the backbone, the '
     'neck and the heads (RoI heads against the float head on the same regions)',
     'dopq-recon-heads': 'DopQ-ViT + reconstruction (300 iterations) of the backbone, the neck '
