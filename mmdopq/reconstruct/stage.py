@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nn import QuantModuleMixin, WeightActQuantMixin
+from ..utils.errors import ConfigError
 from .cache import UnitCache, take_rows
 from .progress import ProgressLine
 from .settings import ReconstructSettings
@@ -169,8 +170,23 @@ def select_units(plan: Any, settings: ReconstructSettings) -> list[tuple[str, nn
 
     ``block`` units always, ``neck`` units with ``settings.neck``, ``head`` and ``roi``
     units with ``settings.heads``.
+
+    Raises:
+        ConfigError: ``neck`` or ``heads`` is asked for and the plan declares no such unit.
     """
     kinds = getattr(plan, 'unit_kinds', {})
+    present = set(kinds.values())
+    for key, asked, needed in (
+        ('neck', settings.neck, {'neck'}),
+        ('heads', settings.heads, {'head', 'roi'}),
+    ):
+        if asked and not present & needed:
+            scope = getattr(getattr(plan, 'recipe', None), 'scope', 'whole')
+            if scope == 'whole':  # e.g. a classifier
+                why, fix = f'the model has no {key} to reconstruct', ''
+            else:
+                why, fix = f'quant.scope={scope!r} leaves its {key} in float', ", or scope='whole'"
+            raise ConfigError(f'quant.reconstruct.{key}=True, but {why}: set {key}=False{fix}')
     wanted = {'block': True, 'neck': settings.neck, 'head': settings.heads, 'roi': settings.heads}
     return [(n, m) for n, m in plan.units if wanted[kinds.get(n, 'block')]]
 

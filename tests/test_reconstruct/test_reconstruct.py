@@ -17,6 +17,8 @@ from mmdopq.reconstruct import (
     UnitCache,
     reconstruct,
 )
+from mmdopq.reconstruct.stage import select_units
+from mmdopq.utils.errors import ConfigError
 from tests.test_adapters.test_timm_adapters import adapt, build, inputs, recipe
 
 ARCHS = ('vit', 'deit_distilled', 'vit_norms', 'swin')
@@ -186,6 +188,14 @@ def test_units_cover_every_weight_site_exactly_once(arch):
 def test_backbone_scope_has_no_head_unit():
     plan = adapt(build('vit'), recipe(scope='backbone'))
     assert [n for n, _ in plan.units][-1] == 'blocks.1'
+
+
+@pytest.mark.parametrize('key', ['neck', 'heads'])
+def test_a_classifier_refuses_neck_and_heads_reconstruction(key):
+    plan = adapt(build('vit'), recipe())
+    message = rf'reconstruct.{key}=True, but the model has no {key} to reconstruct'
+    with pytest.raises(ConfigError, match=message):
+        select_units(plan, ReconstructSettings(**{key: True}))
 
 
 # -- the stage -----------------------------------------------------------------------

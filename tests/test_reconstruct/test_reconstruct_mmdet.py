@@ -8,6 +8,7 @@ from mmdopq.nn import QuantConv2d, QuantLinear, set_quant_mode
 from mmdopq.reconstruct import ReconstructSettings, reconstruct
 from mmdopq.reconstruct.cache import UnitCache
 from mmdopq.reconstruct.stage import _run_pass, select_units
+from mmdopq.utils.errors import ConfigError
 from tests.test_models.test_quantized_model import batches, build_quantized
 from tests.tiny_models import build_float_detector
 
@@ -45,6 +46,20 @@ def test_units_cover_every_site_once_and_the_neck_and_heads_are_optional(tiny_cf
     assert picked['enabled'] == names[:-4]
     assert picked['neck'] == names[:-3]
     assert picked['heads'] == names[:-4] + HEADS
+
+
+@pytest.mark.parametrize('scope', ['backbone_neck', 'backbone'])
+def test_asking_for_units_the_scope_does_not_quantize_is_an_error(tiny_cfg, scope):
+    plan = build_quantized(tiny_cfg('dopq', 4), scope=scope)[0].quant_plan
+    message = rf"reconstruct.heads=True, but quant.scope='{scope}' leaves its heads in float"
+    with pytest.raises(ConfigError, match=message):
+        select_units(plan, ReconstructSettings(heads=True))
+    if scope == 'backbone_neck':
+        assert [n for n, _ in select_units(plan, ReconstructSettings(neck=True))][-1] == 'neck'
+    else:
+        message = "reconstruct.neck=True, but quant.scope='backbone' leaves its neck in float"
+        with pytest.raises(ConfigError, match=message):
+            select_units(plan, ReconstructSettings(neck=True))
 
 
 def test_roi_head_units_keep_some_regions_per_call_with_local_float_targets(tiny_cfg, float_model):
