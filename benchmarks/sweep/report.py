@@ -232,8 +232,9 @@ def render_markdown(records: Sequence[dict], header: dict, title: str) -> str:
         )
     lines.append(
         '- metric: mean over calibration seeds, +- sample standard deviation (n = seeds); '
-        'drop = mean - float; times in seconds (calibration, then evaluation of the val '
-        'images; x float = eval time over float eval time, measured in the same run)'
+        'drop = mean - float; times in seconds (calibration, then evaluation of the images '
+        'counted beside the model; x float = eval time over float eval time, measured in the '
+        'same run)'
     )
     lines.append('')
     by_model: dict[str, list[dict]] = {}
@@ -244,7 +245,7 @@ def render_markdown(records: Sequence[dict], header: dict, title: str) -> str:
         first = rs[0]
         names = list(first['metrics'])
         n_val = first.get('val_images')
-        lines.append(f'## {model}' + (f' ({n_val} val images)' if n_val else ''))
+        lines.append(f'## {model}' + (f' ({n_val} images evaluated)' if n_val else ''))
         lines.append('')
         threads = {t for r in rs for t in r.get('threads', [])}
         threads |= {r['float_threads'] for r in rs if r.get('float_threads') is not None}
