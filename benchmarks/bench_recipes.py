@@ -9,6 +9,7 @@ dir, so an interrupted benchmark resumes::
     python -m benchmarks.bench_recipes                       # everything (hours on a CPU)
     python -m benchmarks.bench_recipes --models vit-ref --bits w4a4 --seeds 0 1 2
     python -m benchmarks.bench_recipes --models swin-ref --merge   # replace one model's rows
+    python -m benchmarks.bench_recipes --seeds 0 1 --runs-from old/results.json  # seed 0 ran there
 
 ``--split tune`` evaluates on each model's held-out tuning split instead (same generator, another
 seed, never trained on and never reported; :func:`benchmarks.reference.ensure_tune_split`) and
@@ -60,6 +61,14 @@ def parse_args(argv=None):
         action='store_true',
         help='keep the rows of other models already in the output results.json (each keeps '
         'its own sweep date, command, machine and versions); this sweep replaces its models',
+    )
+    parser.add_argument(
+        '--runs-from',
+        nargs='+',
+        default=[],
+        metavar='RESULTS_JSON',
+        help="take runs recorded in these sweeps' results.json (same command, checkpoint and "
+        'threads) instead of running them again, e.g. seeds an earlier session ran',
     )
     parser.add_argument(
         '--work-dir',
@@ -135,6 +144,7 @@ def main(argv=None) -> dict:
         threads=args.threads,
         echo=lambda m: print(m, flush=True),
         merge=args.merge,
+        runs_from=args.runs_from,
     )
     print(f'wrote {out["json"]} and {out["md"]}')
     return out

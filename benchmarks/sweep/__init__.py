@@ -16,7 +16,15 @@ from .report import (
     summarize,
     write_results,
 )
-from .runner import RunSpec, build_specs, options_dir, run_quantize, run_record, run_sweep
+from .runner import (
+    RunSpec,
+    build_specs,
+    load_recorded_runs,
+    options_dir,
+    run_quantize,
+    run_record,
+    run_sweep,
+)
 from .variants import FINE_CENTRES, FINE_FRACTIONS, VARIANT_NOTES, VARIANTS
 
 __all__ = [
@@ -28,6 +36,7 @@ __all__ = [
     'build_specs',
     'compare_reconstruction',
     'compare_recipes',
+    'load_recorded_runs',
     'machine_info',
     'make_plots',
     'merge_earlier',

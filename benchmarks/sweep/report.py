@@ -230,6 +230,8 @@ def render_markdown(records: Sequence[dict], header: dict, title: str) -> str:
             f'- rows of {", ".join(e["models"])}: kept from an earlier sweep ({e.get("date")}, '
             f'`{e.get("command")}`, {e.get("threads")} thread(s), {em.get("cpu")})'
         )
+    for path in header.get('runs_from', []):
+        lines.append(f'- runs marked in results.json as `recorded_in`: taken from `{path}`')
     lines.append(
         '- metric: mean over calibration seeds, +- sample standard deviation (n = seeds); '
         'drop = mean - float; times in seconds (calibration, then evaluation of the images '

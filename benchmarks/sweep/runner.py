@@ -53,6 +53,7 @@ def run_quantize(
     echo: Optional[Callable[[str], None]] = print,
     poll_s: float = 15.0,
     reuse: bool = True,
+    recorded: Sequence[dict] = (),
 ) -> dict:
     """Run one spec; returns its record (see :func:`run_record`).
 
@@ -61,10 +62,43 @@ def run_quantize(
     Sweeps running side by side may share runs (e.g. every sweep's float run): the run holds
     ``work_dir/.lock`` while it checks for a finished result and computes it, so a second sweep
     waits for the first one's run and then reuses it instead of overwriting it.
+
+    ``recorded`` holds per-seed records of earlier sweeps (:func:`load_recorded_runs`); when
+    the work dir has no finished run, one of them made by the same command on the same
+    checkpoint bytes with the same thread count is returned instead of running again.
     """
     os.makedirs(spec.work_dir, exist_ok=True)
     with _run_lock(spec, echo):
-        return _run_quantize_locked(spec, threads, cwd, echo, poll_s, reuse)
+        return _run_quantize_locked(spec, threads, cwd, echo, poll_s, reuse, recorded)
+
+
+def load_recorded_runs(paths: Sequence[str]) -> list[dict]:
+    """Per-seed records of earlier sweeps, each tagged with the ``results.json`` it came from.
+
+    Lets a sweep take seeds that an earlier sweep (another session, whose work dirs are gone)
+    already ran and committed, instead of running them again.
+
+    Raises:
+        ValueError: A file is not a sweep's ``results.json`` (no ``runs`` list).
+    """
+    out = []
+    for path in paths:
+        with open(path) as f:
+            data = json.load(f)
+        if not isinstance(data, dict) or not isinstance(data.get('runs'), list):
+            raise ValueError(f'{path}: not a recipe-sweep results.json (no runs list)')
+        # results.json keeps the versions once, in its header, not per run
+        versions = data.get('versions') or {}
+        out += [dict(r, recorded_in=path, versions=versions) for r in data['runs']]
+    return out
+
+
+def _find_recorded(recorded: Sequence[dict], cmd: str, ckpt_sha256: str, threads: int):
+    for r in recorded:
+        same = r.get('command') == cmd and r.get('checkpoint_sha256') == ckpt_sha256
+        if same and r.get('threads') == threads:
+            return r
+    return None
 
 
 @contextlib.contextmanager
@@ -90,6 +124,7 @@ def _run_quantize_locked(
     echo: Optional[Callable[[str], None]],
     poll_s: float,
     reuse: bool,
+    recorded: Sequence[dict],
 ) -> dict:
     cmd = spec.command()
     results_file = osp.join(spec.work_dir, 'results.json')
@@ -107,6 +142,11 @@ def _run_quantize_locked(
             if echo:
                 echo(f'  {spec.label}: reusing {results_file}')
             return run_record(spec, previous, results_file)
+    earlier = _find_recorded(recorded, ' '.join(cmd[1:]), ckpt_sha256, threads)
+    if earlier is not None:
+        if echo:
+            echo(f'  {spec.label}: taken from {earlier["recorded_in"]}')
+        return dict(earlier, work_dir=spec.work_dir)
     log_path = osp.join(spec.work_dir, 'quantize.log')
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     # the child's sys.path[0] is tools/: without the checkout first on its path, it would import
@@ -247,21 +287,26 @@ def run_sweep(
     plots: bool = True,
     plot_bits: int = 4,
     merge: bool = False,
+    runs_from: Sequence[str] = (),
 ) -> dict:
     """Run every spec (reusing finished runs), then write results and plots to ``out_dir``.
 
     With ``merge``, the rows of other models already in ``out_dir/results.json`` are kept
-    (see :func:`merge_earlier`); without it the file holds this sweep only.
+    (see :func:`merge_earlier`); without it the file holds this sweep only. Runs recorded in
+    the ``runs_from`` files (other sweeps' ``results.json``) are taken from there when their
+    command, checkpoint and thread count match (:func:`run_quantize`); the header names those
+    files and each taken run keeps ``recorded_in``.
 
     Returns:
         dict: ``records`` (the summary), ``runs`` (per seed), ``json``, ``md``, ``plots``.
     """
+    recorded = load_recorded_runs(runs_from)
     runs = []
     t0 = time.perf_counter()
     for i, spec in enumerate(specs):
         if echo:
             echo(f'[{i + 1}/{len(specs)}] {spec.label}  ({time.perf_counter() - t0:.0f}s elapsed)')
-        r = run_quantize(spec, threads=threads, cwd=cwd, echo=echo)
+        r = run_quantize(spec, threads=threads, cwd=cwd, echo=echo, recorded=recorded)
         runs.append(r)
         if echo:
             extra = ', '.join(f'{k.split("/")[-1]} {v:.2f}' for k, v in r['metrics'].items())
@@ -276,10 +321,13 @@ def run_sweep(
         date=time.strftime('%Y-%m-%d %H:%M:%S %Z'),
         command=command,
         machine=machine_info(),
-        versions=runs[0].get('versions') or {},
+        versions=next((r['versions'] for r in runs if r.get('versions')), {}),
         threads=threads,
         wall_s=time.perf_counter() - t0,
     )
+    taken = [p for p in runs_from if any(r.get('recorded_in') == p for r in runs)]
+    if taken:
+        header['runs_from'] = taken
     earlier_path = osp.join(out_dir, 'results.json')
     if merge and osp.exists(earlier_path):
         records, runs, header = merge_earlier(records, runs, header, earlier_path)

@@ -388,6 +388,41 @@ def test_finished_runs_are_reused_only_for_the_same_checkpoint_and_threads(tmp_p
     assert not any('reusing' in m for m in seen)
 
 
+def test_runs_recorded_by_an_earlier_sweep_are_taken_only_when_they_match(tmp_path):
+    from benchmarks.sweep import load_recorded_runs, run_quantize, run_record
+
+    ckpt = tmp_path / 'model.pth'
+    ckpt.write_bytes(b'weights v1')
+    # an earlier sweep ran the same command; its work dir is gone, its results.json is kept
+    spec = RunSpec(MODEL, 'repq', 'w4a4', 1, str(tmp_path / 'run'), checkpoint=str(ckpt))
+    gone = tmp_path / 'gone'
+    gone.mkdir()
+    res, info = _finished_run(spec, box_ap=0.25)
+    (gone / 'results.json').write_text(json.dumps(res))
+    earlier = tmp_path / 'earlier.json'
+    record = run_record(spec, info, str(gone / 'results.json'))
+    earlier.write_text(json.dumps(dict(versions={'torch': '9.9'}, runs=[record])))
+    recorded = load_recorded_runs([str(earlier)])
+    seen = []
+    rec = run_quantize(spec, threads=1, echo=seen.append, recorded=recorded)
+    assert 'taken from' in seen[0] and rec['metric'] == 25.0 and rec['seed'] == 1
+    assert rec['recorded_in'] == str(earlier) and rec['versions'] == {'torch': '9.9'}
+    assert not (tmp_path / 'run' / 'results.json').exists()  # nothing was run
+    # another thread count, or other weights at the same path: run again (fails fast here)
+    for threads, weights in ((2, b'weights v1'), (1, b'weights v2')):
+        ckpt.write_bytes(weights)
+        seen.clear()
+        with pytest.raises(RuntimeError, match='tools/quantize.py exited'):
+            run_quantize(spec, threads=threads, echo=seen.append, poll_s=1e9, recorded=recorded)
+        assert not any('taken from' in m for m in seen)
+    header = dict(runs_from=[str(earlier)])
+    md = render_markdown(summarize([_run('float', 'float', 0, 50.0, 45.0), rec]), header, 'T')
+    assert f'taken from `{earlier}`' in md
+    (tmp_path / 'bad.json').write_text('[1, 2]')
+    with pytest.raises(ValueError, match='bad.json: not a recipe-sweep results.json'):
+        load_recorded_runs([str(tmp_path / 'bad.json')])
+
+
 def test_a_run_in_progress_in_another_sweep_is_awaited_then_reused(tmp_path):
     import fcntl
     import threading
