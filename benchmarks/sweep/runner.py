@@ -87,9 +87,10 @@ def load_recorded_runs(paths: Sequence[str]) -> list[dict]:
             data = json.load(f)
         if not isinstance(data, dict) or not isinstance(data.get('runs'), list):
             raise ValueError(f'{path}: not a recipe-sweep results.json (no runs list)')
-        # results.json keeps the versions once, in its header, not per run
+        # results.json keeps the versions once, in its header, not per run, and leaves out the
+        # per-LayerNorm MOSF scales (the plots take those from runs with a work dir)
         versions = data.get('versions') or {}
-        out += [dict(r, recorded_in=path, versions=versions) for r in data['runs']]
+        out += [dict(r, recorded_in=path, versions=versions, mosf={}) for r in data['runs']]
     return out
 
 

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import os.path as osp
 import re
 
@@ -399,14 +400,18 @@ def test_runs_recorded_by_an_earlier_sweep_are_taken_only_when_they_match(tmp_pa
     gone.mkdir()
     res, info = _finished_run(spec, box_ap=0.25)
     (gone / 'results.json').write_text(json.dumps(res))
-    earlier = tmp_path / 'earlier.json'
+    # written as a sweep writes it: the per-run records lose their MOSF scales and versions
     record = run_record(spec, info, str(gone / 'results.json'))
-    earlier.write_text(json.dumps(dict(versions={'torch': '9.9'}, runs=[record])))
+    header = dict(versions={'torch': '9.9'})
+    json_path, _ = write_results([], [record], str(tmp_path / 'earlier'), header, 'T')
+    earlier = tmp_path / 'earlier.json'
+    os.replace(json_path, earlier)
     recorded = load_recorded_runs([str(earlier)])
     seen = []
     rec = run_quantize(spec, threads=1, echo=seen.append, recorded=recorded)
     assert 'taken from' in seen[0] and rec['metric'] == 25.0 and rec['seed'] == 1
     assert rec['recorded_in'] == str(earlier) and rec['versions'] == {'torch': '9.9'}
+    assert rec['mosf'] == {}  # the plots skip it instead of failing on a missing key
     assert not (tmp_path / 'run' / 'results.json').exists()  # nothing was run
     # another thread count, or other weights at the same path: run again (fails fast here)
     for threads, weights in ((2, b'weights v1'), (1, b'weights v2')):
