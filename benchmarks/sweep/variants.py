@@ -37,6 +37,9 @@ QK_OUT = 'model.quant.qk_objective=output'
 #: ``--cfg-options`` that calibrate activations on min/max with floored zero points.
 MINMAX_FLOOR = ('model.quant.act_method=minmax', 'model.quant.act_zero_point=floor')
 
+#: ``--cfg-options`` that reconstruct on 512 images (the classifiers' default is 128).
+IMAGES_512 = 'model.quant.reconstruct.num_images=512'
+
 #: ``--cfg-options`` that let reconstruction learn the post-Softmax quantizers too.
 LEARN_PS = 'model.quant.reconstruct.learn_post_softmax=True'
 
@@ -116,6 +119,8 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     'dopq-recon-act_minmax_floor': ('dopq', (*recon(300), *MINMAX_FLOOR)),
     'repq-recon-heads': ('repq', (*recon(300), *NECK_HEADS)),
     'dopq-recon-heads': ('dopq', (*recon(300), *NECK_HEADS)),
+    'dopq-recon-img512': ('dopq', (*recon(300), IMAGES_512)),
+    'dopq-recon1000-img512': ('dopq', (*recon(1000), IMAGES_512)),
     'dopq-recon100-published_lr': (
         'dopq',
         (
@@ -203,4 +208,6 @@ VARIANT_NOTES = {
     'neck and the heads (RoI heads against the float head on the same regions)',
     'dopq-recon-heads': 'DopQ-ViT + reconstruction (300 iterations) of the backbone, the neck '
     'and the heads (RoI heads against the float head on the same regions)',
+    'dopq-recon-img512': 'DopQ-ViT + reconstruction (300 iterations) on 512 images',
+    'dopq-recon1000-img512': 'DopQ-ViT + reconstruction (1000 iterations) on 512 images',
 }
