@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 import os.path as osp
 import re
 
@@ -403,9 +402,7 @@ def test_runs_recorded_by_an_earlier_sweep_are_taken_only_when_they_match(tmp_pa
     # written as a sweep writes it: the per-run records lose their MOSF scales and versions
     record = run_record(spec, info, str(gone / 'results.json'))
     header = dict(versions={'torch': '9.9'})
-    json_path, _ = write_results([], [record], str(tmp_path / 'earlier'), header, 'T')
-    earlier = tmp_path / 'earlier.json'
-    os.replace(json_path, earlier)
+    earlier, _ = write_results([], [record], str(tmp_path / 'earlier'), header, 'T')
     recorded = load_recorded_runs([str(earlier)])
     seen = []
     rec = run_quantize(spec, threads=1, echo=seen.append, recorded=recorded)
