@@ -220,6 +220,10 @@ def render_markdown(records: Sequence[dict], header: dict, title: str) -> str:
     m = header.get('machine', {})
     if m:
         lines.append(f'- machine: {m.get("cpu")}, {m.get("cores")} cores, {m.get("system")}')
+    cpus = header.get('run_cpus')
+    if cpus:  # some runs were made elsewhere: their CPU moves results within the seed spread
+        counts = ', '.join(f'{cpu}: {n}' for cpu, n in cpus.items())
+        lines.append(f'- runs by CPU (`cpu` of each run in results.json): {counts}')
     v = header.get('versions', {})
     if v:
         keys = ('torch', 'mmcv', 'mmengine', 'mmdet', 'timm', 'mmdopq')

@@ -17,6 +17,7 @@ import os
 import os.path as osp
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Callable, Optional, Union
 
@@ -72,6 +73,11 @@ def run_quantize(
         return _run_quantize_locked(spec, threads, cwd, echo, poll_s, reuse, recorded)
 
 
+def run_cpus(runs: Sequence[dict]) -> dict:
+    """How many of ``runs`` ran on each CPU (``'not recorded'`` for runs older than the field)."""
+    return dict(Counter(r.get('cpu') or 'not recorded' for r in runs))
+
+
 def load_recorded_runs(paths: Sequence[str]) -> list[dict]:
     """Per-seed records of earlier sweeps, each tagged with the ``results.json`` it came from.
 
@@ -90,7 +96,12 @@ def load_recorded_runs(paths: Sequence[str]) -> list[dict]:
         # results.json keeps the versions once, in its header, not per run, and leaves out the
         # per-LayerNorm MOSF scales (the plots take those from runs with a work dir)
         versions = data.get('versions') or {}
-        out += [dict(r, recorded_in=path, versions=versions, mosf={}) for r in data['runs']]
+        # runs recorded before runs kept their CPU ran on the machine of their file's header
+        cpu = (data.get('machine') or {}).get('cpu')
+        out += [
+            dict(r, recorded_in=path, versions=versions, mosf={}, cpu=r.get('cpu') or cpu)
+            for r in data['runs']
+        ]
     return out
 
 
@@ -180,6 +191,9 @@ def _run_quantize_locked(
         wall_s=wall_s,
         peak_rss_mb=usage.ru_maxrss / 1024,
         threads=threads,
+        # a sweep may gather runs made on other machines (--runs-from, a copied work dir):
+        # each run keeps the CPU it ran on
+        cpu=machine_info()['cpu'],
     )
     dump_json_atomic(info, run_file)
     return run_record(spec, info, results_file)
@@ -210,6 +224,7 @@ def run_record(spec: RunSpec, info: dict, results_file: str) -> dict:
         wall_s=info['wall_s'],
         peak_rss_mb=info['peak_rss_mb'],
         threads=info.get('threads'),
+        cpu=info.get('cpu'),
         calib_images=calib.get('num_images', 0),
         test_images=res.get('test_images'),
         calib_ids=calib.get('calib_ids', []),
@@ -329,6 +344,9 @@ def run_sweep(
     taken = [p for p in runs_from if any(r.get('recorded_in') == p for r in runs)]
     if taken:
         header['runs_from'] = taken
+    cpus = run_cpus(runs)
+    if set(cpus) != {header['machine']['cpu']}:
+        header['run_cpus'] = cpus
     earlier_path = osp.join(out_dir, 'results.json')
     if merge and osp.exists(earlier_path):
         records, runs, header = merge_earlier(records, runs, header, earlier_path)

@@ -90,6 +90,9 @@ def test_demo_end_to_end_on_a_tiny_subset(tmp_path):
         assert 0.0 <= r['metric'] <= 100.0
     assert recs[('dopq', 'w4a4')]['calib_images'] == 2
     assert data['versions']['mmdet'] and data['machine']['cores']
+    # every run keeps the CPU it ran on; all ran here, so the header needs no per-CPU count
+    assert {r['cpu'] for r in data['runs']} == {data['machine']['cpu']}
+    assert 'run_cpus' not in data
     for png in ('metric_vs_bits.png', 'mosf_scales_mask-rcnn_swin-ref.png'):
         assert (demo / 'plots' / png).stat().st_size > 10000
     assert (demo / 'plots' / 'attention_mask-rcnn_swin-ref_4bit.png').stat().st_size > 10000

@@ -390,6 +390,7 @@ def test_finished_runs_are_reused_only_for_the_same_checkpoint_and_threads(tmp_p
 
 def test_runs_recorded_by_an_earlier_sweep_are_taken_only_when_they_match(tmp_path):
     from benchmarks.sweep import load_recorded_runs, run_quantize, run_record
+    from benchmarks.sweep.runner import run_cpus
 
     ckpt = tmp_path / 'model.pth'
     ckpt.write_bytes(b'weights v1')
@@ -401,7 +402,8 @@ def test_runs_recorded_by_an_earlier_sweep_are_taken_only_when_they_match(tmp_pa
     (gone / 'results.json').write_text(json.dumps(res))
     # written as a sweep writes it: the per-run records lose their MOSF scales and versions
     record = run_record(spec, info, str(gone / 'results.json'))
-    header = dict(versions={'torch': '9.9'})
+    assert record['cpu'] is None  # made before runs kept their CPU
+    header = dict(versions={'torch': '9.9'}, machine=dict(cpu='Intel X', cores=2))
     earlier, _ = write_results([], [record], str(tmp_path / 'earlier'), header, 'T')
     recorded = load_recorded_runs([str(earlier)])
     seen = []
@@ -409,6 +411,7 @@ def test_runs_recorded_by_an_earlier_sweep_are_taken_only_when_they_match(tmp_pa
     assert 'taken from' in seen[0] and rec['metric'] == 25.0 and rec['seed'] == 1
     assert rec['recorded_in'] == str(earlier) and rec['versions'] == {'torch': '9.9'}
     assert rec['mosf'] == {}  # the plots skip it instead of failing on a missing key
+    assert rec['cpu'] == 'Intel X'  # from the earlier file's header
     assert not (tmp_path / 'run' / 'results.json').exists()  # nothing was run
     # another thread count, or other weights at the same path: run again (fails fast here)
     for threads, weights in ((2, b'weights v1'), (1, b'weights v2')):
@@ -417,9 +420,14 @@ def test_runs_recorded_by_an_earlier_sweep_are_taken_only_when_they_match(tmp_pa
         with pytest.raises(RuntimeError, match='tools/quantize.py exited'):
             run_quantize(spec, threads=threads, echo=seen.append, poll_s=1e9, recorded=recorded)
         assert not any('taken from' in m for m in seen)
-    header = dict(runs_from=[str(earlier)])
-    md = render_markdown(summarize([_run('float', 'float', 0, 50.0, 45.0), rec]), header, 'T')
+    # this sweep runs on another CPU: the header counts the runs by the CPU they ran on
+    float_run = dict(_run('float', 'float', 0, 50.0, 45.0), cpu='AMD Y')
+    cpus = run_cpus([float_run, rec, dict(rec, cpu=None)])
+    assert cpus == {'AMD Y': 1, 'Intel X': 1, 'not recorded': 1}
+    header = dict(runs_from=[str(earlier)], run_cpus=cpus, machine=dict(cpu='AMD Y', cores=2))
+    md = render_markdown(summarize([float_run, rec]), header, 'T')
     assert f'taken from `{earlier}`' in md
+    assert '- runs by CPU (`cpu` of each run in results.json): AMD Y: 1, Intel X: 1,' in md
     (tmp_path / 'bad.json').write_text('[1, 2]')
     with pytest.raises(ValueError, match='bad.json: not a recipe-sweep results.json'):
         load_recorded_runs([str(tmp_path / 'bad.json')])
