@@ -88,8 +88,12 @@ def test_roi_head_units_keep_some_regions_per_call_with_local_float_targets(tiny
         ref_cls, ref_bbox = head(x)
         set_quant_mode(head, 'quant')
         quant_cls, _ = head(x)
-    assert torch.equal(cls_score, ref_cls) and torch.equal(bbox_pred, ref_bbox)
-    assert not torch.equal(quant_cls, ref_cls)
+    # the target was computed on all of the call's regions, the reference on 6 of them: BLAS
+    # may sum in another order for another row count (seen on AMD EPYC), so not bit-equal
+    close = dict(rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(cls_score, ref_cls, **close)
+    torch.testing.assert_close(bbox_pred, ref_bbox, **close)
+    assert not torch.allclose(quant_cls, ref_cls, **close)
 
 
 def test_detector_reconstruction_with_the_neck_and_heads(tiny_cfg, float_model):
