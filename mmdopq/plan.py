@@ -105,6 +105,23 @@ class NormPair:
 
 
 @dataclass
+class RoiSource:
+    """Where an RoI head's input comes from, for a target on the float model's features.
+
+    The head is called on the output of ``pooler(feats, rois)`` (e.g. mmdet's RoI
+    extractor), ``feats`` a sequence taken from the output of ``features`` (e.g. the FPN),
+    which runs once per forward pass of the model.
+
+    Attributes:
+        features: The module whose output holds the feature maps.
+        pooler: The module that pools them at the regions; called as ``pooler(feats, rois)``.
+    """
+
+    features: nn.Module
+    pooler: nn.Module
+
+
+@dataclass
 class QuantPlan:
     """Declared quantization sites of a model and the calibration steps on them.
 
@@ -124,6 +141,9 @@ class QuantPlan:
     #: Kind of each unit (:data:`UNIT_KINDS`): ``'block'`` is always reconstructed, the
     #: others on ask.
     unit_kinds: dict[str, str] = field(default_factory=dict)
+    #: Where each ``'roi'`` unit's input comes from, when the adapter knows it (see
+    #: :class:`RoiSource`).
+    roi_sources: dict[str, RoiSource] = field(default_factory=dict)
     _norm_inputs: dict[str, SampleCollector] = field(default_factory=dict)
     _hooks: list = field(default_factory=list)
     _sequential: bool = False
@@ -168,7 +188,13 @@ class QuantPlan:
                 lin.bias = nn.Parameter(lin.weight.new_zeros(lin.out_features))
         self.norm_pairs.append(NormPair(name, norm, list(consumers), zero_image_owner))
 
-    def add_unit(self, name: str, module: nn.Module, kind: str = 'block') -> nn.Module:
+    def add_unit(
+        self,
+        name: str,
+        module: nn.Module,
+        kind: str = 'block',
+        roi_source: Optional[RoiSource] = None,
+    ) -> nn.Module:
         """Declare ``module`` as a reconstruction unit (call in forward order); returns it.
 
         Args:
@@ -180,13 +206,20 @@ class QuantPlan:
                 when asked, or ``'roi'``: a head called on regions of interest (box and
                 mask heads), reconstructed on ask against the float head on the same
                 regions (the float model's regions differ).
+            roi_source: An ``'roi'`` unit's feature maps and pooler; with it the unit can
+                be reconstructed against the float model's features pooled at the
+                quantized model's regions (``roi_target='float'``).
         """
         if kind not in UNIT_KINDS:
             raise ValueError(f'unit {name!r}: kind={kind!r}; choose from {UNIT_KINDS}')
         if name in self.unit_kinds:
             raise ValueError(f'reconstruction unit {name!r} declared twice')
+        if roi_source is not None and kind != 'roi':
+            raise ValueError(f'unit {name!r}: roi_source given for a {kind!r} unit')
         self.units.append((name, module))
         self.unit_kinds[name] = kind
+        if roi_source is not None:
+            self.roi_sources[name] = roi_source
         return module
 
     def extend(self, other: QuantPlan) -> None:
@@ -194,7 +227,7 @@ class QuantPlan:
         for name, layer in other.sites.items():
             self.add(name, layer)
         for name, module in other.units:
-            self.add_unit(name, module, other.unit_kinds[name])
+            self.add_unit(name, module, other.unit_kinds[name], other.roi_sources.get(name))
         self.norm_pairs.extend(other.norm_pairs)
         self.post_softmax_sites.extend(other.post_softmax_sites)
 

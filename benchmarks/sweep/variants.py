@@ -31,6 +31,8 @@ BACKBONE_NECK = 'model.quant.scope=backbone_neck'
 
 #: ``--cfg-options`` that reconstruct a detector's neck and heads too.
 NECK_HEADS = ('model.quant.reconstruct.neck=True', 'model.quant.reconstruct.heads=True')
+#: ``--cfg-options``: RoI heads against the float model's features at the same regions.
+FLOAT_ROI = 'model.quant.reconstruct.roi_target=float'
 
 #: ``--cfg-options`` of mmdopq's query-quantizer objective (error of ``q @ k^T``).
 QK_OUT = 'model.quant.qk_objective=output'
@@ -119,6 +121,8 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     'dopq-recon-act_minmax_floor': ('dopq', (*recon(300), *MINMAX_FLOOR)),
     'repq-recon-heads': ('repq', (*recon(300), *NECK_HEADS)),
     'dopq-recon-heads': ('dopq', (*recon(300), *NECK_HEADS)),
+    'repq-recon-heads-float': ('repq', (*recon(300), *NECK_HEADS, FLOAT_ROI)),
+    'dopq-recon-heads-float': ('dopq', (*recon(300), *NECK_HEADS, FLOAT_ROI)),
     'dopq-recon-img512': ('dopq', (*recon(300), IMAGES_512)),
     'dopq-recon1000-img512': ('dopq', (*recon(1000), IMAGES_512)),
     'dopq-recon100-published_lr': (
@@ -208,6 +212,10 @@ VARIANT_NOTES = {
     'neck and the heads (RoI heads against the float head on the same regions)',
     'dopq-recon-heads': 'DopQ-ViT + reconstruction (300 iterations) of the backbone, the neck '
     'and the heads (RoI heads against the float head on the same regions)',
+    'repq-recon-heads-float': 'RepQ-ViT recipe + reconstruction (300 iterations) of the '
+    'backbone, the neck and the heads (RoI heads against the float model on the same regions)',
+    'dopq-recon-heads-float': 'DopQ-ViT + reconstruction (300 iterations) of the backbone, the '
+    'neck and the heads (RoI heads against the float model on the same regions)',
     'dopq-recon-img512': 'DopQ-ViT + reconstruction (300 iterations) on 512 images',
     'dopq-recon1000-img512': 'DopQ-ViT + reconstruction (1000 iterations) on 512 images',
 }

@@ -24,7 +24,7 @@ from mmdet.models.layers.transformer.utils import PatchEmbed, PatchMerging
 from torch import Tensor, nn
 
 from ..nn import QuantConv2d, QuantLinear, QuantMatMul
-from ..plan import QuantizerFactory, QuantPlan
+from ..plan import QuantizerFactory, QuantPlan, RoiSource
 from .torch_layers import quantize_linear_layers
 
 
@@ -198,18 +198,28 @@ def add_head_units(detector: nn.Module, plan: QuantPlan) -> None:
 
     The RPN head (kind ``'head'``), then the RoI head's box heads and mask heads (kind
     ``'roi'``): one per stage of a cascade, all box stages before the mask stages, as
-    mmdet's cascade ``predict`` runs them. A single-stage head (``bbox_head``) is a
-    ``'head'`` unit.
+    mmdet's cascade ``predict`` runs them. Each RoI head comes with its
+    :class:`~mmdopq.plan.RoiSource` (the neck and the head's RoI extractor). A
+    single-stage head (``bbox_head``) is a ``'head'`` unit.
     """
     for attr in ('rpn_head', 'bbox_head'):
         head = getattr(detector, attr, None)
         if isinstance(head, nn.Module):
             plan.add_unit(attr, head, kind='head')
     roi_head = getattr(detector, 'roi_head', None)
+    neck = getattr(detector, 'neck', None)
     for attr in ('bbox_head', 'mask_head'):
         heads = getattr(roi_head, attr, None)
+        poolers = getattr(roi_head, attr.replace('head', 'roi_extractor'), None)
         if isinstance(heads, nn.ModuleList):
-            for i, head in enumerate(heads):
-                plan.add_unit(f'roi_head.{attr}.{i}', head, kind='roi')
+            named = [(f'roi_head.{attr}.{i}', head, i) for i, head in enumerate(heads)]
         elif isinstance(heads, nn.Module):
-            plan.add_unit(f'roi_head.{attr}', heads, kind='roi')
+            named = [(f'roi_head.{attr}', heads, None)]
+        else:
+            continue
+        for name, head, i in named:
+            pooler = poolers[i] if i is not None and isinstance(poolers, nn.ModuleList) else poolers
+            source = None
+            if isinstance(neck, nn.Module) and isinstance(pooler, nn.Module):
+                source = RoiSource(features=neck, pooler=pooler)
+            plan.add_unit(name, head, kind='roi', roi_source=source)

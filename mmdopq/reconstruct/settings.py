@@ -17,6 +17,8 @@ CACHES = ('memory', 'disk')
 WEIGHT_MODES = ('adaround', 'ste')
 #: Reconstruction losses (``'mse'``: relative output MSE; room for a weighted loss later).
 LOSSES = ('mse',)
+#: Targets of the RoI heads (see :class:`ReconstructSettings`).
+ROI_TARGETS = ('local', 'float')
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,15 @@ class ReconstructSettings:
         heads: Detectors: reconstruct the heads too, after the neck: the RPN head (its
             target is the float RPN head's output on the float model's features, like every
             other unit) and each RoI box and mask head. An RoI head sees other regions in
-            the float model than in the quantized one, so its target is *local*: the float
-            head on the quantized model's regions. Its samples are regions, not images.
+            the float model than in the quantized one; its target is the float head on the
+            quantized model's regions (see ``roi_target``). Its samples are regions, not
+            images.
+        roi_target: What an RoI head's float target is computed from, on the quantized
+            model's regions: ``'local'``, the quantized model's pooled features (the target
+            is what the float head makes of the head's own input; upstream errors stay), or
+            ``'float'``, the float model's features pooled at those regions (the head also
+            learns to make up for the error of the quantized backbone and neck, as every
+            other unit does).
         rois_per_call: RoI heads: regions kept (a seeded random draw) from each call of
             the head, i.e. from each batch of ``batch_size`` images; ``0``: all of them.
         roi_batch_size: RoI heads: regions per optimisation step. Their fixed evaluation
@@ -110,6 +119,7 @@ class ReconstructSettings:
     heads: bool = False
     rois_per_call: int = 64
     roi_batch_size: int = 64
+    roi_target: str = 'local'
     cache_dtype: str = 'float32'
     cache_mb: int = 4096
     cache: str = 'memory'
@@ -242,6 +252,10 @@ def check_reconstruct(cfg: Mapping, prefix: str = 'quant.reconstruct') -> dict:
         elif key == 'weight_mode':
             if v not in WEIGHT_MODES:
                 raise _fail(prefix, key, v, f'must be one of {WEIGHT_MODES}')
+            out[key] = v
+        elif key == 'roi_target':
+            if v not in ROI_TARGETS:
+                raise _fail(prefix, key, v, f'must be one of {ROI_TARGETS}')
             out[key] = v
         elif key == 'loss':
             if v not in LOSSES:

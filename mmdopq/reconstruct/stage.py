@@ -97,6 +97,108 @@ def _float_weights(originals: dict[int, tuple[WeightActQuantMixin, Tensor]]) -> 
                 layer.weight.copy_(w)
 
 
+def _drive(
+    model: nn.Module,
+    forward_loop: ForwardLoop,
+    done: Callable[[], bool],
+    truncate: list[bool],
+    reset: Callable[[], None],
+) -> None:
+    """Run ``forward_loop`` once; hooks that raise :class:`_Stop` end a forward pass early.
+
+    Passes return at once when ``done()``. If ``forward_loop`` cannot cope with a model
+    that returns ``None``, ``reset()`` forgets what was recorded and the loop runs again
+    with ``truncate[0] = False`` (the hooks then must not stop).
+    """
+    truncate[0] = True
+    with torch.no_grad():
+        try:
+            with _guarded_forward(model, done):
+                forward_loop(model)
+        except MemoryError:
+            raise
+        except Exception:
+            # the loop used the (skipped) output: run it through in full (a real
+            # error raises again there)
+            truncate[0] = False
+            reset()
+            forward_loop(model)
+
+
+class _RoiRegions:
+    """The regions an RoI unit's samples come from, to pool the float features there.
+
+    In the quantized pass it counts the model's forward passes (calls of the source's
+    ``features`` module) and remembers the pooler's last call; each sample the unit keeps
+    is then filed with its forward pass and its region. In the float pass the float
+    features of the same forward pass are pooled at the filed regions and run through the
+    float unit: the target.
+    """
+
+    def __init__(self, name: str, unit: nn.Module, source: Any) -> None:
+        self.name, self.unit, self.source = name, unit, source
+        self.calls: dict[int, list[tuple[int, Tensor]]] = {}
+        self.forward = -1
+        self.last: Optional[tuple[int, Tensor, Any]] = None
+
+    def reset(self) -> None:
+        self.calls, self.forward, self.last = {}, -1, None
+
+    def watch(self) -> list:
+        """Hooks of the quantized pass (to be removed by the caller)."""
+
+        def count(module, args) -> None:
+            self.forward += 1
+
+        def pooled(module, args, out) -> None:
+            if len(args) < 2 or not isinstance(args[0], (tuple, list)):
+                self.last = None
+            else:
+                self.last = (len(args[0]), args[1], out)
+
+        return [
+            self.source.features.register_forward_pre_hook(count),
+            self.source.pooler.register_forward_hook(pooled),
+        ]
+
+    def add(self, args: tuple, idx: Optional[Tensor]) -> None:
+        """File the regions of the unit's call (rows ``idx``; ``None``: all)."""
+        if self.last is None or not args or args[0] is not self.last[2]:
+            raise ConfigError(
+                f"quant.reconstruct.roi_target='float': the RoI head {self.name!r} is not "
+                'called on the output of its RoI extractor (a shared head or a shared '
+                "extractor in between); use roi_target='local'"
+            )
+        n, rois, _ = self.last
+        if idx is not None:
+            rois = rois.index_select(0, idx.to(rois.device))
+        self.calls.setdefault(self.forward, []).append((n, rois.detach()))
+
+    def targets(self, model: nn.Module, forward_loop: ForwardLoop, cache: UnitCache) -> None:
+        """Run ``forward_loop`` (float mode) up to the features; record the targets."""
+        last = max(self.calls, default=-1)
+        seen = [-1]
+        truncate = [True]
+
+        def pool(module, args, out) -> None:
+            seen[0] += 1
+            for n, rois in self.calls.get(seen[0], ()):
+                feats = tuple(out)[:n]
+                cache.add_target(self.unit(self.source.pooler(feats, rois)))
+            if truncate[0]:
+                raise _Stop
+
+        def reset() -> None:
+            seen[0] = -1
+            cache.reset('targets')
+
+        handle = self.source.features.register_forward_hook(pool)
+        try:
+            _drive(model, forward_loop, lambda: seen[0] >= last, truncate, reset)
+        finally:
+            handle.remove()
+
+
 def _run_pass(
     model: nn.Module,
     forward_loop: ForwardLoop,
@@ -104,6 +206,7 @@ def _run_pass(
     cache: UnitCache,
     which: str,
     rows: Optional[tuple[int, torch.Generator]] = None,
+    regions: Optional[_RoiRegions] = None,
 ) -> None:
     """Run ``forward_loop`` once, recording the unit's inputs or outputs into ``cache``.
 
@@ -112,16 +215,18 @@ def _run_pass(
     ``None`` it is run again without stopping early.
 
     With ``rows = (k, generator)`` (an RoI head: ``'inputs'`` only) each call keeps at
-    most ``k`` random rows, and its target is recorded at once: the unit itself in float
-    mode on those rows (a local target).
+    most ``k`` random rows. Without ``regions`` their target is recorded at once: the
+    unit itself in float mode on those rows (a local target); with ``regions`` the rows'
+    regions are filed for :meth:`_RoiRegions.targets`.
     """
     busy = [False]
+    truncate = [True]
 
     def record(*args) -> None:
         if busy[0]:  # the unit's own float call below
             return
         if cache.full(which):
-            if truncate:
+            if truncate[0]:
                 raise _Stop
             return
         if which == 'inputs':
@@ -129,40 +234,42 @@ def _run_pass(
             if rows is None:
                 cache.add_input(a, kw)
             else:
-                taken = take_rows((tuple(a), dict(kw)), *rows)
-                if taken is not None:
+                picked = take_rows((tuple(a), dict(kw)), *rows, with_index=True)
+                if picked is not None:
+                    taken, idx = picked
                     cache.add_input(*taken)
-                    busy[0] = True
-                    try:
-                        with _modes(unit, 'float'):
-                            cache.add_target(unit(*taken[0], **taken[1]))
-                    finally:
-                        busy[0] = False
+                    if regions is not None:
+                        regions.add(tuple(a), idx)
+                    else:
+                        busy[0] = True
+                        try:
+                            with _modes(unit, 'float'):
+                                cache.add_target(unit(*taken[0], **taken[1]))
+                        finally:
+                            busy[0] = False
         else:
             cache.add_target(args[-1])
-        if truncate:
+        if truncate[0]:
             raise _Stop
 
+    def reset() -> None:
+        cache.reset(which)
+        if regions is not None:
+            regions.reset()
+
     if which == 'inputs':
-        handle = unit.register_forward_pre_hook(lambda m, a, kw: record(m, a, kw), with_kwargs=True)
+        handles = [
+            unit.register_forward_pre_hook(lambda m, a, kw: record(m, a, kw), with_kwargs=True)
+        ]
     else:
-        handle = unit.register_forward_hook(lambda m, a, out: record(m, a, out))
-    truncate = True
+        handles = [unit.register_forward_hook(lambda m, a, out: record(m, a, out))]
+    if regions is not None:
+        handles += regions.watch()
     try:
-        with torch.no_grad():
-            try:
-                with _guarded_forward(model, lambda: cache.full(which)):
-                    forward_loop(model)
-            except MemoryError:
-                raise
-            except Exception:
-                # the loop used the (skipped) output: run it through in full (a real
-                # error raises again there)
-                truncate = False
-                cache.reset(which)
-                forward_loop(model)
+        _drive(model, forward_loop, lambda: cache.full(which), truncate, reset)
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
 
 
 def select_units(plan: Any, settings: ReconstructSettings) -> list[tuple[str, nn.Module]]:
@@ -189,6 +296,16 @@ def select_units(plan: Any, settings: ReconstructSettings) -> list[tuple[str, nn
             raise ConfigError(f'quant.reconstruct.{key}=True, but {why}: set {key}=False{fix}')
     wanted = {'block': True, 'neck': settings.neck, 'head': settings.heads, 'roi': settings.heads}
     return [(n, m) for n, m in plan.units if wanted[kinds.get(n, 'block')]]
+
+
+def _roi_source(plan: Any, name: str) -> Any:
+    source = getattr(plan, 'roi_sources', {}).get(name)
+    if source is None:
+        raise ConfigError(
+            f"quant.reconstruct.roi_target='float': the adapter declares no feature source "
+            f"for the RoI head {name!r} (a detector without a neck?); use roi_target='local'"
+        )
+    return source
 
 
 def reconstruct(
@@ -225,6 +342,12 @@ def reconstruct(
     units = select_units(plan, settings)
     if not units:
         raise ValueError(f'{type(model).__name__}: its adapter declares no reconstruction units')
+    kinds = getattr(plan, 'unit_kinds', {})
+    sources = {
+        name: _roi_source(plan, name)
+        for name, _ in units
+        if kinds.get(name) == 'roi' and settings.roi_target == 'float'
+    }
     fixed = set()
     for name in plan.post_softmax_sites:
         fixed.add(id(plan.sites[name].quantizer_a))
@@ -237,7 +360,6 @@ def reconstruct(
         f'mmdopq: reconstruct {len(units)} units, up to {settings.iters} iterations each '
         f'(batch {settings.batch_size}, QDrop {settings.drop_prob}, seed {seed})'
     )
-    kinds = getattr(plan, 'unit_kinds', {})
     for k, (name, unit) in enumerate(units):
         t = time.perf_counter()
         on_rois = kinds.get(name) == 'roi'
@@ -253,7 +375,13 @@ def reconstruct(
             if on_rois:
                 gen = torch.Generator().manual_seed(seed * 7919 + k + 1_000_003)
                 rows = (settings.rois_per_call, gen)
-                _run_pass(model, forward_loop, unit, cache, 'inputs', rows=rows)
+                regions = None
+                if name in sources:
+                    regions = _RoiRegions(name, unit, sources[name])
+                _run_pass(model, forward_loop, unit, cache, 'inputs', rows, regions)
+                if regions is not None:
+                    with _modes(model, 'float'), _float_weights(originals):
+                        regions.targets(model, forward_loop, cache)
             else:
                 _run_pass(model, forward_loop, unit, cache, 'inputs')
                 with _modes(model, 'float'), _float_weights(originals):

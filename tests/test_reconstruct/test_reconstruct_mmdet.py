@@ -7,7 +7,7 @@ from mmdopq.apis import calibrate
 from mmdopq.nn import QuantConv2d, QuantLinear, set_quant_mode
 from mmdopq.reconstruct import ReconstructSettings, reconstruct
 from mmdopq.reconstruct.cache import UnitCache
-from mmdopq.reconstruct.stage import _run_pass, select_units
+from mmdopq.reconstruct.stage import _modes, _roi_source, _RoiRegions, _run_pass, select_units
 from mmdopq.utils.errors import ConfigError
 from tests.test_models.test_quantized_model import batches, build_quantized
 from tests.tiny_models import build_float_detector
@@ -96,7 +96,9 @@ def test_roi_head_units_keep_some_regions_per_call_with_local_float_targets(tiny
     assert not torch.allclose(quant_cls, ref_cls, **close)
 
 
-def test_detector_reconstruction_with_the_neck_and_heads(tiny_cfg, float_model):
+def test_roi_head_float_targets_pool_the_float_features_at_the_quantized_regions(
+    tiny_cfg, float_model
+):
     model, cfg = build_quantized(tiny_cfg('dopq', 4), float_model)
     data = batches(cfg, 'calib', 2)
 
@@ -105,7 +107,98 @@ def test_detector_reconstruction_with_the_neck_and_heads(tiny_cfg, float_model):
             m.test_step(b)
 
     calibrate(model, loop)
-    rec = reconstruct(model, loop, dict(FAST, neck=True, heads=True, rois_per_call=5))
+    plan = model.quant_plan
+    head, pooler = model.roi_head.bbox_head, model.roi_head.bbox_roi_extractor
+    source = _roi_source(plan, 'roi_head.bbox_head')
+    assert source.features is model.neck and source.pooler is pooler
+    assert plan.roi_sources['roi_head.mask_head'].pooler is model.roi_head.mask_roi_extractor
+    # every region of each call of the quantized model, to check the filed ones against
+    calls = []
+    handle = pooler.register_forward_pre_hook(lambda m, a: calls.append(a[1].clone()))
+    with torch.no_grad():
+        loop(model)
+    handle.remove()
+    assert len(calls) == 2 and min(len(r) for r in calls) > 3
+    cache = UnitCache(name='roi_head.bbox_head')
+    regions = _RoiRegions('roi_head.bbox_head', head, source)
+    _run_pass(model, loop, head, cache, 'inputs', (3, torch.Generator().manual_seed(0)), regions)
+    with _modes(model, 'float'):
+        regions.targets(model, loop, cache)
+    cache.finish()
+    assert cache.num_samples == 6 and sorted(regions.calls) == [0, 1]
+    inputs, targets, local = [], [], []
+    with torch.no_grad():
+        for b, batch in enumerate(data):
+            ((n, rois),) = regions.calls[b]
+            # the filed regions are 3 distinct regions of that call of the quantized model
+            assert n == pooler.num_inputs
+            matches = (rois[:, None, :] == calls[b][None]).all(-1)
+            assert rois.shape[0] == 3 and matches.any(1).all() and matches.sum().item() == 3
+            x = model.data_preprocessor(batch, False)['inputs']
+            quant_feats = model.extract_feat(x)
+            set_quant_mode(model, 'float')
+            float_feats = model.extract_feat(x)
+            float_x = pooler(float_feats[:n], rois)
+            targets.append(head(float_x))
+            quant_x = pooler(quant_feats[:n], rois)
+            local.append(head(quant_x))
+            set_quant_mode(model, 'quant')
+            inputs.append(quant_x)
+    (x,), _, (cls_score, bbox_pred) = cache.get(0, torch.arange(6))
+    close = dict(rtol=1e-5, atol=1e-6)
+    # the input: the quantized model's pooled features; the target: the float head on the
+    # float model's features pooled at the same regions, not on the quantized ones
+    torch.testing.assert_close(x, torch.cat(inputs), **close)
+    torch.testing.assert_close(cls_score, torch.cat([t[0] for t in targets]), **close)
+    torch.testing.assert_close(bbox_pred, torch.cat([t[1] for t in targets]), **close)
+    assert not torch.allclose(cls_score, torch.cat([t[0] for t in local]), **close)
+
+
+def test_float_roi_targets_need_the_head_called_on_its_extractor(tiny_cfg, float_model):
+    model, cfg = build_quantized(tiny_cfg('dopq', 4), float_model)
+    data = batches(cfg, 'calib', 1)
+
+    def loop(m):
+        for b in data:
+            m.test_step(b)
+
+    calibrate(model, loop)
+    plan = model.quant_plan
+    source = plan.roi_sources.pop('roi_head.mask_head')
+    settings = dict(FAST, heads=True, roi_target='float')
+    with pytest.raises(
+        ConfigError, match="declares no feature source for the RoI head 'roi_head.mask_head'"
+    ):
+        reconstruct(model, loop, settings)
+    # a head that is not called on its extractor's output (here: the box head's extractor
+    # declared for the mask head) is refused, not trained against the wrong regions
+    plan.roi_sources['roi_head.mask_head'] = type(source)(
+        model.neck, model.roi_head.bbox_roi_extractor
+    )
+    head = model.roi_head.mask_head
+    regions = _RoiRegions('roi_head.mask_head', head, plan.roi_sources['roi_head.mask_head'])
+    with pytest.raises(
+        ConfigError, match="'roi_head.mask_head' is not called on the output of its RoI extractor"
+    ):
+        _run_pass(model, loop, head, UnitCache(), 'inputs', (3, torch.Generator()), regions)
+    with pytest.raises(
+        ValueError, match=r"roi_target='global' must be one of \('local', 'float'\)"
+    ):
+        ReconstructSettings.from_mapping(dict(roi_target='global'))
+
+
+@pytest.mark.parametrize('roi_target', ['local', 'float'])
+def test_detector_reconstruction_with_the_neck_and_heads(tiny_cfg, float_model, roi_target):
+    model, cfg = build_quantized(tiny_cfg('dopq', 4), float_model)
+    data = batches(cfg, 'calib', 2)
+
+    def loop(m):
+        for b in data:
+            m.test_step(b)
+
+    calibrate(model, loop)
+    settings = dict(FAST, neck=True, heads=True, rois_per_call=5, roi_target=roi_target)
+    rec = reconstruct(model, loop, settings)
     assert list(rec['units'])[-4:] == ['neck', *HEADS]
     assert len(rec['units']) == len(model.quant_plan.units)
     for name, r in rec['units'].items():
