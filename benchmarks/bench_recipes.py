@@ -67,8 +67,9 @@ def parse_args(argv=None):
         nargs='+',
         default=[],
         metavar='RESULTS_JSON',
-        help="take runs recorded in these sweeps' results.json (same command, checkpoint and "
-        'threads) instead of running them again, e.g. seeds an earlier session ran',
+        help="take runs recorded in these sweeps' results.json (same command but for its "
+        '--work-dir, same checkpoint and threads) instead of running them again, e.g. seeds '
+        'an earlier session ran',
     )
     parser.add_argument(
         '--work-dir',

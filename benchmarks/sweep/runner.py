@@ -65,8 +65,9 @@ def run_quantize(
     waits for the first one's run and then reuses it instead of overwriting it.
 
     ``recorded`` holds per-seed records of earlier sweeps (:func:`load_recorded_runs`); when
-    the work dir has no finished run, one of them made by the same command on the same
-    checkpoint bytes with the same thread count is returned instead of running again.
+    the work dir has no finished run, one of them made by the same command (its
+    ``--work-dir`` aside) on the same checkpoint bytes with the same thread count is returned
+    instead of running again.
     """
     os.makedirs(spec.work_dir, exist_ok=True)
     with _run_lock(spec, echo):
@@ -105,9 +106,21 @@ def load_recorded_runs(paths: Sequence[str]) -> list[dict]:
     return out
 
 
+def _without_work_dir(cmd: str) -> list[str]:
+    """A run's command without its ``--work-dir`` (where it writes, not what it computes)."""
+    words = cmd.split(' ')
+    if '--work-dir' in words:
+        i = words.index('--work-dir')
+        del words[i : i + 2]
+    return words
+
+
 def _find_recorded(recorded: Sequence[dict], cmd: str, ckpt_sha256: str, threads: int):
+    # another sweep's runs have their work dirs under its --work-dir: compare the rest
+    want = _without_work_dir(cmd)
     for r in recorded:
-        same = r.get('command') == cmd and r.get('checkpoint_sha256') == ckpt_sha256
+        same = _without_work_dir(r.get('command') or '') == want
+        same = same and r.get('checkpoint_sha256') == ckpt_sha256
         if same and r.get('threads') == threads:
             return r
     return None

@@ -413,6 +413,13 @@ def test_runs_recorded_by_an_earlier_sweep_are_taken_only_when_they_match(tmp_pa
     assert rec['mosf'] == {}  # the plots skip it instead of failing on a missing key
     assert rec['cpu'] == 'Intel X'  # from the earlier file's header
     assert not (tmp_path / 'run' / 'results.json').exists()  # nothing was run
+    # a sweep with another --work-dir ran the same command there: taken as well
+    other = RunSpec(MODEL, 'repq', 'w4a4', 1, str(tmp_path / 'other'), checkpoint=str(ckpt))
+    assert other.command() != spec.command()
+    seen.clear()
+    rec = run_quantize(other, threads=1, echo=seen.append, recorded=recorded)
+    assert 'taken from' in seen[0] and rec['metric'] == 25.0
+    assert not (tmp_path / 'other' / 'results.json').exists()
     # another thread count, or other weights at the same path: run again (fails fast here)
     for threads, weights in ((2, b'weights v1'), (1, b'weights v2')):
         ckpt.write_bytes(weights)
