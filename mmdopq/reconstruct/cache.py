@@ -40,25 +40,25 @@ def _signature(spec, leaves: list, batch: int) -> tuple:
     return tuple(sig)
 
 
-def take_rows(tree: Any, k: int, gen: torch.Generator, with_index: bool = False) -> Optional[Any]:
+def take_rows(tree: Any, k: int, gen: torch.Generator) -> Optional[tuple[Any, Optional[Tensor]]]:
     """At most ``k`` random rows of a call's arguments (every tensor batched along dim 0).
 
-    Returns the tree with the same rows of every batched tensor (in their order), the
-    tree itself when it has ``k`` rows or fewer (or ``k == 0``), and ``None`` when it has
-    none (e.g. an RoI head called on an image without detections). With ``with_index``
-    the tree comes with the indices of its rows (``None``: all of them).
+    Returns ``(taken, idx)``: the tree with the same rows ``idx`` of every batched tensor
+    (in their order), or the tree itself and ``idx=None`` when it has ``k`` rows or fewer
+    (or ``k == 0``); ``None`` when it has none (e.g. an RoI head called on an image
+    without detections).
     """
     leaves, spec = tree_flatten(tree)
     n = _batch_size(leaves)
     if n == 0:
         return None
     if not k or n <= k:
-        return (tree, None) if with_index else tree
+        return tree, None
     idx = torch.randperm(n, generator=gen)[:k].sort().values
     taken = tree_unflatten(
         [x.index_select(0, idx.to(x.device)) if _batched(x, n) else x for x in leaves], spec
     )
-    return (taken, idx) if with_index else taken
+    return taken, idx
 
 
 class _Group:

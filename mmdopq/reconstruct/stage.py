@@ -234,7 +234,7 @@ def _run_pass(
             if rows is None:
                 cache.add_input(a, kw)
             else:
-                picked = take_rows((tuple(a), dict(kw)), *rows, with_index=True)
+                picked = take_rows((tuple(a), dict(kw)), *rows)
                 if picked is not None:
                     taken, idx = picked
                     cache.add_input(*taken)

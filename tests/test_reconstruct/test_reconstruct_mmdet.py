@@ -23,6 +23,19 @@ def float_model(tiny_cfg):
 HEADS = ['rpn_head', 'roi_head.bbox_head', 'roi_head.mask_head']
 
 
+def calibrated(tiny_cfg, float_model, n):
+    """The tiny DopQ W4A4 detector calibrated on ``n`` batches, the batches and their loop."""
+    model, cfg = build_quantized(tiny_cfg('dopq', 4), float_model)
+    data = batches(cfg, 'calib', n)
+
+    def loop(m):
+        for b in data:
+            m.test_step(b)
+
+    calibrate(model, loop)
+    return model, data, loop
+
+
 def test_units_cover_every_site_once_and_the_neck_and_heads_are_optional(tiny_cfg):
     model, _ = build_quantized(tiny_cfg('dopq', 4))
     plan = model.quant_plan
@@ -63,14 +76,7 @@ def test_asking_for_units_the_scope_does_not_quantize_is_an_error(tiny_cfg, scop
 
 
 def test_roi_head_units_keep_some_regions_per_call_with_local_float_targets(tiny_cfg, float_model):
-    model, cfg = build_quantized(tiny_cfg('dopq', 4), float_model)
-    data = batches(cfg, 'calib', 2)
-
-    def loop(m):
-        for b in data:
-            m.test_step(b)
-
-    calibrate(model, loop)
+    model, data, loop = calibrated(tiny_cfg, float_model, 2)
     head = model.roi_head.bbox_head
     seen = []
     handle = head.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[0]))
@@ -99,14 +105,7 @@ def test_roi_head_units_keep_some_regions_per_call_with_local_float_targets(tiny
 def test_roi_head_float_targets_pool_the_float_features_at_the_quantized_regions(
     tiny_cfg, float_model
 ):
-    model, cfg = build_quantized(tiny_cfg('dopq', 4), float_model)
-    data = batches(cfg, 'calib', 2)
-
-    def loop(m):
-        for b in data:
-            m.test_step(b)
-
-    calibrate(model, loop)
+    model, data, loop = calibrated(tiny_cfg, float_model, 2)
     plan = model.quant_plan
     head, pooler = model.roi_head.bbox_head, model.roi_head.bbox_roi_extractor
     source = _roi_source(plan, 'roi_head.bbox_head')
@@ -155,14 +154,7 @@ def test_roi_head_float_targets_pool_the_float_features_at_the_quantized_regions
 
 
 def test_float_roi_targets_need_the_head_called_on_its_extractor(tiny_cfg, float_model):
-    model, cfg = build_quantized(tiny_cfg('dopq', 4), float_model)
-    data = batches(cfg, 'calib', 1)
-
-    def loop(m):
-        for b in data:
-            m.test_step(b)
-
-    calibrate(model, loop)
+    model, data, loop = calibrated(tiny_cfg, float_model, 1)
     plan = model.quant_plan
     source = plan.roi_sources.pop('roi_head.mask_head')
     settings = dict(FAST, heads=True, roi_target='float')
@@ -189,14 +181,7 @@ def test_float_roi_targets_need_the_head_called_on_its_extractor(tiny_cfg, float
 
 @pytest.mark.parametrize('roi_target', ['local', 'float'])
 def test_detector_reconstruction_with_the_neck_and_heads(tiny_cfg, float_model, roi_target):
-    model, cfg = build_quantized(tiny_cfg('dopq', 4), float_model)
-    data = batches(cfg, 'calib', 2)
-
-    def loop(m):
-        for b in data:
-            m.test_step(b)
-
-    calibrate(model, loop)
+    model, data, loop = calibrated(tiny_cfg, float_model, 2)
     settings = dict(FAST, neck=True, heads=True, rois_per_call=5, roi_target=roi_target)
     rec = reconstruct(model, loop, settings)
     assert list(rec['units'])[-4:] == ['neck', *HEADS]
