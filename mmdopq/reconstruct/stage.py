@@ -252,8 +252,14 @@ def _run_pass(
         if truncate[0]:
             raise _Stop
 
+    gen_state = rows[1].get_state() if rows is not None else None
+
     def reset() -> None:
         cache.reset(which)
+        if rows is not None:
+            rows[1].set_state(gen_state)  # the full rerun keeps the same rows
+            if regions is None:
+                cache.reset('targets')  # local targets were recorded beside the inputs
         if regions is not None:
             regions.reset()
 

@@ -200,3 +200,26 @@ def test_detector_reconstruction_with_the_neck_and_heads(tiny_cfg, float_model, 
     out = model.test_step(data[0])[0].pred_instances
     assert torch.isfinite(out.bboxes).all()
     assert any(rec['units'][n]['changed'] for n in HEADS)
+
+
+@pytest.mark.parametrize('roi_target', ['local', 'float'])
+def test_heads_with_a_loop_that_uses_the_output_keep_the_same_regions(
+    tiny_cfg, float_model, roi_target
+):
+    """A loop that reads the detections gets full passes; the RoI heads keep the same rows."""
+    model, data, loop = calibrated(tiny_cfg, float_model, 2)
+    twin, _, _ = calibrated(tiny_cfg, float_model, 2)
+
+    def reading_loop(m):
+        for b in data:
+            m.test_step(b)[0].pred_instances.bboxes.sum()
+
+    settings = dict(FAST, neck=True, heads=True, rois_per_call=5, roi_target=roi_target)
+    rec = reconstruct(model, reading_loop, settings)
+    ref = reconstruct(twin, loop, settings)
+    for name in HEADS:
+        assert rec['units'][name]['samples'] == ref['units'][name]['samples'], name
+        assert rec['units'][name]['loss_before'] == ref['units'][name]['loss_before'], name
+    out = model.test_step(data[0])[0].pred_instances
+    ref_out = twin.test_step(data[0])[0].pred_instances
+    torch.testing.assert_close(out.bboxes, ref_out.bboxes)
