@@ -38,6 +38,33 @@ def test_roles_and_groups():
         quant_sensitivity.group_quantizers(names, 'act', ['('])
 
 
+def test_part_groups_cut_names_at_the_depth():
+    names = [
+        'backbone.stages.0.blocks.0.attn.w_msa.qkv.input_quantizer',
+        'backbone.stages.1.downsample.reduction.weight_quantizer',
+        'neck.fpn_convs.0.conv.input_quantizer',
+        'rpn_head.rpn_conv.weight_quantizer',
+        'roi_head.bbox_head.fc_cls.input_quantizer',
+        'roi_head.mask_head.conv_logits.weight_quantizer',
+        'head.input_quantizer',
+    ]
+    assert quant_sensitivity.group_parts(names, 'all', 2) == {
+        'backbone.stages': names[:2],
+        'neck.fpn_convs': [names[2]],
+        'rpn_head.rpn_conv': [names[3]],
+        'roi_head.bbox_head': [names[4]],
+        'roi_head.mask_head': [names[5]],
+        'head': [names[6]],  # never the quantizer's own name
+    }
+    assert quant_sensitivity.group_parts(names, 'weight', 1) == {
+        'backbone': [names[1]],
+        'rpn_head': [names[3]],
+        'roi_head': [names[5]],
+    }
+    with pytest.raises(ValueError, match='--depth 0'):
+        quant_sensitivity.group_parts(names, 'all', 0)
+
+
 def test_component_groups_refuse_undeclared_quantizers():
     from torch import nn
 
@@ -113,6 +140,13 @@ def test_sensitivity_tool(folder, tmp_path):
     assert all(n.endswith('weight_quantizer') for n in by_name['weight']['quantizers'])
     members = [n for g in comp['groups'] for n in g['quantizers']]
     assert len(members) == len(set(members))
+    # grouped by part: the same quantizers, one group per top-level module
+    part = quant_sensitivity.main(
+        [cfg, qckpt, '--by', 'part', '--depth', '1', '--work-dir', str(tmp_path / 'p')]
+    )
+    assert part['depth'] == 1
+    assert sorted(n for g in part['groups'] for n in g['quantizers']) == sorted(members)
+    assert {g['group'] for g in part['groups']} == {'model'}
     assert set(members) == {
         n
         for g in json.load(open(tmp_path / 'c' / 'sensitivity.json'))['groups']

@@ -8,8 +8,8 @@ is exact). The recovery of a group (its metric minus the fully quantized metric)
 of the loss it causes::
 
     python tools/analysis/quant_sensitivity.py CONFIG QUANTIZED_CKPT [--work-dir DIR]
-        [--recipe NAME] [--bits wXaY] [--kind act|weight|all] [--by role|component]
-        [--expand REGEX ...] [--cfg-options k=v ...]
+        [--recipe NAME] [--bits wXaY] [--kind act|weight|all]
+        [--by role|component|part] [--depth N] [--expand REGEX ...] [--cfg-options k=v ...]
 
 Quantizers are grouped by role: the qualified name with every layer index replaced by ``*``
 (``blocks.*.mlp.fc2.input_quantizer`` is one group across all blocks). ``--expand REGEX``
@@ -18,7 +18,10 @@ splits the roles it matches back into single quantizers, to find the layer insid
 :meth:`mmdopq.adapters.QuantPlan.components`): the attention maps (what TanQ replaces), the
 LayerNorm consumers' inputs (what the fold rule, e.g. MOSF, sets), the other activations and
 the weights. What switching a component off recovers is about the most that a better
-quantizer of that component alone could gain.
+quantizer of that component alone could gain. ``--by part`` groups them by where they sit: the
+first ``--depth`` parts of the name (depth 2 on a detector: ``backbone.stages``,
+``neck.fpn_convs``, ``rpn_head.rpn_conv``, ``roi_head.bbox_head``, ...), to find which part of
+a model holds the loss in a few evaluations.
 Writes ``sensitivity.json`` and ``sensitivity.md`` into the work dir (atomically). Evaluate
 on a held-out split (e.g. ``--cfg-options test_dataloader.dataset.data_root=...``), never on
 the split you report.
@@ -34,7 +37,7 @@ from mmdopq.apis import analysis
 from mmdopq.utils.fileio import dump_json_atomic, write_text_atomic
 
 KINDS = ('act', 'weight', 'all')
-GROUPINGS = ('role', 'component')
+GROUPINGS = ('role', 'component', 'part')
 
 
 def parse_args(argv=None):
@@ -53,7 +56,14 @@ def parse_args(argv=None):
         '--by',
         choices=GROUPINGS,
         default='role',
-        help='group quantizers by role across blocks, or by recipe component',
+        help='group quantizers by role across blocks, by recipe component, or by the part '
+        'of the model they sit in (see --depth)',
+    )
+    parser.add_argument(
+        '--depth',
+        type=int,
+        default=2,
+        help='with --by part: how many leading parts of a quantizer name name its group',
     )
     parser.add_argument(
         '--expand',
@@ -115,6 +125,23 @@ def group_quantizers(names: list[str], kind: str, expand: list[str]) -> dict[str
             f'--expand {unused} matched no {kind} quantizer role; roles: '
             f'{sorted({role_of(n) for n in selected})}'
         )
+    return groups
+
+
+def group_parts(names: list[str], kind: str, depth: int) -> dict[str, list[str]]:
+    """Groups by the part of the model: the first ``depth`` parts of a name -> names.
+
+    Raises:
+        ValueError: ``depth`` is below 1.
+    """
+    check_kind(kind)
+    if depth < 1:
+        raise ValueError(f'--depth {depth}: give 1 or more')
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        if kind_selects(kind, name.endswith('weight_quantizer')):
+            parts = name.split('.')[:-1]  # the quantizer's own name is never the part
+            groups.setdefault('.'.join(parts[:depth]), []).append(name)
     return groups
 
 
@@ -185,6 +212,10 @@ def main(argv=None) -> dict:
         if args.expand:
             raise ValueError('--expand splits roles; it does not apply with --by component')
         groups = group_components(model, quantizers, args.kind)
+    elif args.by == 'part':
+        if args.expand:
+            raise ValueError('--expand splits roles; it does not apply with --by part')
+        groups = group_parts(list(quantizers), args.kind, args.depth)
     else:
         groups = group_quantizers(list(quantizers), args.kind, args.expand)
     logger = runner.logger
@@ -230,6 +261,7 @@ def main(argv=None) -> dict:
         **analysis.analysis_record(args.config, args.checkpoint, recipe, loaded, argv),
         kind=args.kind,
         by=args.by,
+        depth=args.depth if args.by == 'part' else None,
         expand=args.expand,
         test_images=len(runner.test_loop.dataloader.dataset),
         metric_name=metric_name,
