@@ -63,6 +63,13 @@ def test_part_groups_cut_names_at_the_depth():
     }
     with pytest.raises(ValueError, match='--depth 0'):
         quant_sensitivity.group_parts(names, 'all', 0)
+    quantizers = dict.fromkeys(names)
+    assert quant_sensitivity.select_quantizers(quantizers, None) is quantizers
+    assert list(quant_sensitivity.select_quantizers(quantizers, r'^roi_head\.')) == names[4:6]
+    with pytest.raises(ValueError, match=r"matches no enabled quantizer; parts: \['backbone"):
+        quant_sensitivity.select_quantizers(quantizers, 'fc9')
+    with pytest.raises(ValueError, match='not a valid regex'):
+        quant_sensitivity.select_quantizers(quantizers, '(')
 
 
 def test_component_groups_refuse_undeclared_quantizers():
@@ -147,6 +154,12 @@ def test_sensitivity_tool(folder, tmp_path):
     assert part['depth'] == 1
     assert sorted(n for g in part['groups'] for n in g['quantizers']) == sorted(members)
     assert {g['group'] for g in part['groups']} == {'model'}
+    # --select studies a subset; the reference evaluations still cover every quantizer
+    sel = quant_sensitivity.main(
+        [cfg, qckpt, '--select', r'blocks\.1\.', '--work-dir', str(tmp_path / 'sel')]
+    )
+    assert sel['select'] == r'blocks\.1\.' and sel['all_off'] == saved['all_off']
+    assert all('blocks.1.' in n for g in sel['groups'] for n in g['quantizers'])
     assert set(members) == {
         n
         for g in json.load(open(tmp_path / 'c' / 'sensitivity.json'))['groups']

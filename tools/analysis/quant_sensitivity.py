@@ -9,7 +9,8 @@ of the loss it causes::
 
     python tools/analysis/quant_sensitivity.py CONFIG QUANTIZED_CKPT [--work-dir DIR]
         [--recipe NAME] [--bits wXaY] [--kind act|weight|all]
-        [--by role|component|part] [--depth N] [--expand REGEX ...] [--cfg-options k=v ...]
+        [--by role|component|part] [--depth N] [--expand REGEX ...] [--select REGEX]
+        [--cfg-options k=v ...]
 
 Quantizers are grouped by role: the qualified name with every layer index replaced by ``*``
 (``blocks.*.mlp.fc2.input_quantizer`` is one group across all blocks). ``--expand REGEX``
@@ -21,7 +22,8 @@ the weights. What switching a component off recovers is about the most that a be
 quantizer of that component alone could gain. ``--by part`` groups them by where they sit: the
 first ``--depth`` parts of the name (depth 2 on a detector: ``backbone.stages``,
 ``neck.fpn_convs``, ``rpn_head.rpn_conv``, ``roi_head.bbox_head``, ...), to find which part of
-a model holds the loss in a few evaluations.
+a model holds the loss in a few evaluations; ``--select REGEX`` then studies only the
+quantizers whose names match (``--select roi_head.bbox_head``: the roles inside that part).
 Writes ``sensitivity.json`` and ``sensitivity.md`` into the work dir (atomically). Evaluate
 on a held-out split (e.g. ``--cfg-options test_dataloader.dataset.data_root=...``), never on
 the split you report.
@@ -32,6 +34,7 @@ from __future__ import annotations
 import os.path as osp
 import re
 import time
+from typing import Optional
 
 from mmdopq.apis import analysis
 from mmdopq.utils.fileio import dump_json_atomic, write_text_atomic
@@ -71,6 +74,12 @@ def parse_args(argv=None):
         default=[],
         metavar='REGEX',
         help='split the roles matching REGEX into single quantizers',
+    )
+    parser.add_argument(
+        '--select',
+        metavar='REGEX',
+        help='study only the quantizers whose qualified name matches REGEX (the fully '
+        'quantized and every-quantizer-off evaluations still cover all of them)',
     )
     parser.add_argument('--metric', help='metric key to report (default: the first one)')
     return parser.parse_args(argv)
@@ -126,6 +135,25 @@ def group_quantizers(names: list[str], kind: str, expand: list[str]) -> dict[str
             f'{sorted({role_of(n) for n in selected})}'
         )
     return groups
+
+
+def select_quantizers(quantizers: dict, select: Optional[str]) -> dict:
+    """The quantizers whose qualified names match ``select`` (all with ``None``).
+
+    Raises:
+        ValueError: ``select`` is not a valid regex or matches no quantizer.
+    """
+    if select is None:
+        return quantizers
+    try:
+        pattern = re.compile(select)
+    except re.error as e:
+        raise ValueError(f'--select {select!r} is not a valid regex: {e}') from None
+    chosen = {n: q for n, q in quantizers.items() if pattern.search(n)}
+    if not chosen:
+        parts = sorted({'.'.join(n.split('.')[:2]) for n in quantizers})
+        raise ValueError(f'--select {select!r} matches no enabled quantizer; parts: {parts}')
+    return chosen
 
 
 def group_parts(names: list[str], kind: str, depth: int) -> dict[str, list[str]]:
@@ -208,16 +236,17 @@ def main(argv=None) -> dict:
     quantizers = {
         n: m for n, m in model.named_modules() if isinstance(m, BaseQuantizer) and m.enabled
     }
+    studied = select_quantizers(quantizers, args.select)
     if args.by == 'component':
         if args.expand:
             raise ValueError('--expand splits roles; it does not apply with --by component')
-        groups = group_components(model, quantizers, args.kind)
+        groups = group_components(model, studied, args.kind)
     elif args.by == 'part':
         if args.expand:
             raise ValueError('--expand splits roles; it does not apply with --by part')
-        groups = group_parts(list(quantizers), args.kind, args.depth)
+        groups = group_parts(list(studied), args.kind, args.depth)
     else:
-        groups = group_quantizers(list(quantizers), args.kind, args.expand)
+        groups = group_quantizers(list(studied), args.kind, args.expand)
     logger = runner.logger
 
     def evaluate(off: list[str]) -> dict:
@@ -262,6 +291,7 @@ def main(argv=None) -> dict:
         kind=args.kind,
         by=args.by,
         depth=args.depth if args.by == 'part' else None,
+        select=args.select,
         expand=args.expand,
         test_images=len(runner.test_loop.dataloader.dataset),
         metric_name=metric_name,
