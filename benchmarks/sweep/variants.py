@@ -42,6 +42,12 @@ MINMAX_FLOOR = ('model.quant.act_method=minmax', 'model.quant.act_zero_point=flo
 #: ``--cfg-options`` that reconstruct on 512 images (the classifiers' default is 128).
 IMAGES_512 = 'model.quant.reconstruct.num_images=512'
 
+
+def batch(n: int) -> str:
+    """``--cfg-options`` of ``n`` images per reconstruction step (default 32, detectors 4)."""
+    return f'model.quant.reconstruct.batch_size={n}'
+
+
 #: ``--cfg-options`` that let reconstruction learn the post-Softmax quantizers too.
 LEARN_PS = 'model.quant.reconstruct.learn_post_softmax=True'
 
@@ -125,6 +131,11 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     'dopq-recon-heads-float': ('dopq', (*recon(300), *NECK_HEADS, FLOAT_ROI)),
     'dopq-recon-img512': ('dopq', (*recon(300), IMAGES_512)),
     'dopq-recon1000-img512': ('dopq', (*recon(1000), IMAGES_512)),
+    'dopq-recon1200-batch1': ('dopq', (*recon(1200), batch(1))),
+    'dopq-recon1200-batch1-heads': ('dopq', (*recon(1200), batch(1), *NECK_HEADS)),
+    'repq-recon1200-batch1': ('repq', (*recon(1200), batch(1))),
+    'dopq-recon1200-batch8': ('dopq', (*recon(1200), batch(8))),
+    'repq-recon1200-batch8': ('repq', (*recon(1200), batch(8))),
     'dopq-recon100-published_lr': (
         'dopq',
         (
@@ -218,4 +229,14 @@ VARIANT_NOTES = {
     'neck and the heads (RoI heads against the float model on the same regions)',
     'dopq-recon-img512': 'DopQ-ViT + reconstruction (300 iterations) on 512 images',
     'dopq-recon1000-img512': 'DopQ-ViT + reconstruction (1000 iterations) on 512 images',
+    'dopq-recon1200-batch1': 'DopQ-ViT + reconstruction, 1200 iterations of one image each '
+    '(about the cost of 300 iterations of 4 images)',
+    'dopq-recon1200-batch1-heads': 'DopQ-ViT + reconstruction of the backbone, the neck and the '
+    'heads, 1200 iterations of one image each (RoI heads: 1200 iterations of their regions)',
+    'repq-recon1200-batch1': 'RepQ-ViT recipe + reconstruction, 1200 iterations of one image '
+    'each (about the cost of 300 iterations of 4 images)',
+    'dopq-recon1200-batch8': 'DopQ-ViT + reconstruction, 1200 iterations of 8 images each '
+    '(about the cost of 300 iterations of 32 images)',
+    'repq-recon1200-batch8': 'RepQ-ViT recipe + reconstruction, 1200 iterations of 8 images '
+    'each (about the cost of 300 iterations of 32 images)',
 }
