@@ -132,8 +132,6 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     'dopq-recon-img512': ('dopq', (*recon(300), IMAGES_512)),
     'dopq-recon1000-img512': ('dopq', (*recon(1000), IMAGES_512)),
     'dopq-recon1200-batch1': ('dopq', (*recon(1200), batch(1))),
-    'dopq-recon1200-batch1-heads': ('dopq', (*recon(1200), batch(1), *NECK_HEADS)),
-    'repq-recon1200-batch1': ('repq', (*recon(1200), batch(1))),
     'dopq-recon1200-batch8': ('dopq', (*recon(1200), batch(8))),
     'repq-recon1200-batch8': ('repq', (*recon(1200), batch(8))),
     'dopq-recon100-published_lr': (
@@ -231,10 +229,6 @@ VARIANT_NOTES = {
     'dopq-recon1000-img512': 'DopQ-ViT + reconstruction (1000 iterations) on 512 images',
     'dopq-recon1200-batch1': 'DopQ-ViT + reconstruction, 1200 iterations of one image each '
     '(about the cost of 300 iterations of 4 images)',
-    'dopq-recon1200-batch1-heads': 'DopQ-ViT + reconstruction of the backbone, the neck and the '
-    'heads, 1200 iterations of one image each (RoI heads: 1200 iterations of their regions)',
-    'repq-recon1200-batch1': 'RepQ-ViT recipe + reconstruction, 1200 iterations of one image '
-    'each (about the cost of 300 iterations of 4 images)',
     'dopq-recon1200-batch8': 'DopQ-ViT + reconstruction, 1200 iterations of 8 images each '
     '(about the cost of 300 iterations of 32 images)',
     'repq-recon1200-batch8': 'RepQ-ViT recipe + reconstruction, 1200 iterations of 8 images '
