@@ -160,6 +160,11 @@ def test_sensitivity_tool(folder, tmp_path):
     )
     assert sel['select'] == r'blocks\.1\.' and sel['all_off'] == saved['all_off']
     assert all('blocks.1.' in n for g in sel['groups'] for n in g['quantizers'])
+    assert (
+        'only quantizers matching `blocks\\.1\\.`'
+        in open(tmp_path / 'sel' / 'sensitivity.md').read()
+    )
+    assert 'grouped by: part (depth 1)' in open(tmp_path / 'p' / 'sensitivity.md').read()
     assert set(members) == {
         n
         for g in json.load(open(tmp_path / 'c' / 'sensitivity.json'))['groups']

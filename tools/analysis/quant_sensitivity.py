@@ -213,7 +213,9 @@ def markdown(record: dict) -> str:
         '',
         f'- checkpoint: `{record["checkpoint"]}` (recipe {record["recipe"]}, {record["bits"]})',
         f'- test images: {record["test_images"]}; kind: {record["kind"]}; '
-        f'grouped by: {record["by"]}',
+        f'grouped by: {record["by"]}'
+        + (f' (depth {record["depth"]})' if record.get('depth') else '')
+        + (f'; only quantizers matching `{record["select"]}`' if record.get('select') else ''),
         f'- {m}: quantized {record["quantized"]:.4g}, every quantizer off {record["all_off"]:.4g}',
         '',
         '| group (switched off) | quantizers | ' + m + ' | recovered |',
