@@ -8,6 +8,7 @@ import os.path as osp
 import sys
 from typing import Optional
 
+from ..nn import set_quant_mode
 from ..recipe import QuantRecipe
 from .quantize_cli import build_runner, versions
 
@@ -49,7 +50,9 @@ def build_analysis_runner(tool_args: argparse.Namespace, tool: str) -> tuple:
         tool: Name of the calling tool (default work dir).
 
     Returns:
-        tuple: As :func:`build_runner`.
+        tuple: As :func:`build_runner`; the model is in ``quant`` mode, so a tool that
+        runs it directly (not through ``runner.test()``, whose calibration hook sets the
+        mode) runs the quantized model.
 
     Raises:
         ValueError: The recipe is ``float`` or the checkpoint holds no quantizer state (the
@@ -78,6 +81,7 @@ def build_analysis_runner(tool_args: argparse.Namespace, tool: str) -> tuple:
             f'{checkpoint} is a float checkpoint; quantize it first with tools/quantize.py '
             '(this tool studies the saved quantization parameters, it does not calibrate)'
         )
+    set_quant_mode(model, 'quant')
     return cfg, recipe, runner, model, loaded, was_quantized
 
 

@@ -103,6 +103,15 @@ def test_sensitivity_tool(folder, tmp_path):
     with pytest.raises(RuntimeError, match='another recipe'):
         quant_sensitivity.main([cfg, qckpt, '--recipe', 'dopq', '--work-dir', str(tmp_path / 'b')])
 
+    # the analysis runner hands out the quantized model, also to tools that run it directly
+    from mmdopq.apis import analysis
+    from mmdopq.nn import quant_layers
+
+    args = quant_sensitivity.parse_args([cfg, qckpt, '--work-dir', str(tmp_path / 'm')])
+    model = analysis.build_analysis_runner(args, 'sensitivity')[3]
+    modes = {m.quant_mode for _, m in quant_layers(model)}
+    assert modes == {'quant'}
+
     work = tmp_path / 's'
     rec = quant_sensitivity.main(
         [cfg, qckpt, '--kind', 'act', '--expand', 'qk_matmul', '--work-dir', str(work)]
