@@ -22,7 +22,7 @@ import sys
 import torch
 
 from mmdopq.apis import analysis
-from mmdopq.nn import set_quant_mode
+from mmdopq.nn import quant_layers, set_quant_mode
 from mmdopq.utils.fileio import dump_json_atomic
 
 PARTS = ('class_scores', 'own_class_deltas', 'other_class_deltas')
@@ -39,16 +39,18 @@ class BoxHeadError:
         self._busy = False
 
     def __call__(self, module, args, out) -> None:
-        if self._busy:  # the head's own calls below
+        if self._busy:  # the float call below
             return
+        if any(m.quant_mode != 'quant' for _, m in quant_layers(self.head)):
+            raise RuntimeError('the box head is not in quant mode: nothing quantized to measure')
+        q_cls, q_reg = out  # the quantized head's output on these regions
         self._busy = True
         try:
             with torch.no_grad():
                 set_quant_mode(self.head, 'float')
                 ref_cls, ref_reg = self.head(args[0])
-                set_quant_mode(self.head, 'quant')
-                q_cls, q_reg = self.head(args[0])
         finally:
+            set_quant_mode(self.head, 'quant')
             self._busy = False
         if ref_reg.shape[1] == 4:
             raise ValueError('the box head regresses class-agnostic deltas: nothing to split')

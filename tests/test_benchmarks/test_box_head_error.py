@@ -4,20 +4,14 @@ import pytest
 import torch
 
 from benchmarks.bench_box_head_error import PARTS, BoxHeadError
-from mmdopq.apis import calibrate
 from mmdopq.nn import set_quant_mode
-from tests.test_models.test_quantized_model import batches, build_quantized
+from tests.test_models.test_quantized_model import batches, build_quantized, calibrate
 
 
 def test_box_head_error_splits_every_output_once(tiny_cfg):
     model, cfg = build_quantized(tiny_cfg('dopq', 4))
-    data = batches(cfg, 'calib', 2)
-
-    def loop(m):
-        for b in data:
-            m.test_step(b)
-
-    calibrate(model, loop)
+    calibrate(model, cfg)
+    data = batches(cfg)
     head = model.roi_head.bbox_head
     meter = BoxHeadError(head)
     inputs = []  # the detector's own calls of the head, not the meter's
@@ -26,7 +20,8 @@ def test_box_head_error_splits_every_output_once(tiny_cfg):
         head.register_forward_hook(meter),
     ]
     with torch.no_grad():
-        loop(model)
+        for b in data:
+            model.test_step(b)
     for h in handles:
         h.remove()
     rec = meter.record()
@@ -44,3 +39,9 @@ def test_box_head_error_splits_every_output_once(tiny_cfg):
     n_deltas = outs[0][1].shape[1]
     assert n_deltas > 4
     assert meter.signal['own_class_deltas'] <= sum(float((r**2).sum()) for _, r in outs)
+    # a head left in float mode has nothing quantized to measure: refused, not a zero error
+    set_quant_mode(head, 'float')
+    handle = head.register_forward_hook(BoxHeadError(head))
+    with pytest.raises(RuntimeError, match='not in quant mode'), torch.no_grad():
+        model.test_step(data[0])
+    handle.remove()
