@@ -39,6 +39,10 @@ QK_OUT = 'model.quant.qk_objective=output'
 #: ``--cfg-options`` that calibrate activations on min/max with floored zero points.
 MINMAX_FLOOR = ('model.quant.act_method=minmax', 'model.quant.act_zero_point=floor')
 
+#: ``--cfg-options`` that calibrate the weights on the least-squares clipping of their
+#: min/max range per output channel (the recipes use RepQ-ViT's percentile search).
+WEIGHT_MSE = 'model.quant.weight_method=mse'
+
 #: ``--cfg-options`` that reconstruct on 512 images (the classifiers' default is 128).
 IMAGES_512 = 'model.quant.reconstruct.num_images=512'
 
@@ -134,6 +138,11 @@ VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
     'dopq-recon1200-batch1': ('dopq', (*recon(1200), batch(1))),
     'dopq-recon1200-batch8': ('dopq', (*recon(1200), batch(8))),
     'repq-recon1200-batch8': ('repq', (*recon(1200), batch(8))),
+    'repq-wmse': ('repq', (WEIGHT_MSE,)),
+    'dopq-wmse': ('dopq', (WEIGHT_MSE,)),
+    'repq-recon-wmse': ('repq', (*recon(300), WEIGHT_MSE)),
+    'dopq-recon-wmse': ('dopq', (*recon(300), WEIGHT_MSE)),
+    'dopq-recon-heads-wmse': ('dopq', (*recon(300), *NECK_HEADS, WEIGHT_MSE)),
     'dopq-recon100-published_lr': (
         'dopq',
         (
@@ -227,6 +236,14 @@ VARIANT_NOTES = {
     'neck and the heads (RoI heads against the float model on the same regions)',
     'dopq-recon-img512': 'DopQ-ViT + reconstruction (300 iterations) on 512 images',
     'dopq-recon1000-img512': 'DopQ-ViT + reconstruction (1000 iterations) on 512 images',
+    'repq-wmse': 'RepQ-ViT recipe, weights clipped per channel on least squares',
+    'dopq-wmse': 'DopQ-ViT, weights clipped per channel on least squares',
+    'repq-recon-wmse': 'RepQ-ViT recipe, weights clipped per channel on least squares, '
+    '+ reconstruction (300 iterations)',
+    'dopq-recon-wmse': 'DopQ-ViT, weights clipped per channel on least squares, '
+    '+ reconstruction (300 iterations)',
+    'dopq-recon-heads-wmse': 'DopQ-ViT, weights clipped per channel on least squares, '
+    '+ reconstruction (300 iterations) of the backbone, the neck and the heads',
     'dopq-recon1200-batch1': 'DopQ-ViT + reconstruction, 1200 iterations of one image each '
     '(about the cost of 300 iterations of 4 images)',
     'dopq-recon1200-batch8': 'DopQ-ViT + reconstruction, 1200 iterations of 8 images each '
