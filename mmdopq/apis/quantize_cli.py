@@ -43,6 +43,10 @@ from ..utils.errors import (
 from ..utils.fileio import dump_json_atomic, file_sha256, json_safe
 from .checkpoint import check_same_recipe, load_checkpoint_file, load_into, save_quantized
 
+#: ``--reconstruct`` without ITERS: the config's ``reconstruct.iters`` (or the default). Not
+#: a string, which argparse would pass through ``type=int``.
+CONFIG_ITERS = object()
+
 
 def parse_args(argv=None):
     from mmengine.config import DictAction
@@ -81,9 +85,12 @@ def parse_args(argv=None):
     parser.add_argument(
         '--reconstruct',
         type=int,
+        nargs='?',
+        const=CONFIG_ITERS,
         metavar='ITERS',
         help='block reconstruction after calibration with ITERS iterations per unit '
-        '(0: off); other settings under model.quant.reconstruct',
+        "(0: off); without ITERS, the config's model.quant.reconstruct.iters (or the "
+        'default); other settings under model.quant.reconstruct',
     )
     parser.add_argument(
         '--debug', action='store_true', help='show the traceback of expected errors too'
@@ -170,13 +177,16 @@ def apply_recipe_args(cfg, args) -> None:
             except ValueError as e:
                 raise ConfigError(f'--bits {args.bits}: {e}') from None
     if getattr(args, 'reconstruct', None) is not None:
-        if args.reconstruct < 0:
-            raise ConfigError(f'--reconstruct {args.reconstruct}: give iterations >= 0 (0: off)')
         rest = dict(quant.get('reconstruct') or {})
         # the config's own settings (e.g. a detector's batch size) stay, switched on
-        quant['reconstruct'] = (
-            dict(rest, iters=args.reconstruct, enabled=True) if args.reconstruct else {}
-        )
+        if args.reconstruct is CONFIG_ITERS:
+            quant['reconstruct'] = dict(rest, enabled=True)
+        elif args.reconstruct < 0:
+            raise ConfigError(f'--reconstruct {args.reconstruct}: give iterations >= 0 (0: off)')
+        elif args.reconstruct:
+            quant['reconstruct'] = dict(rest, iters=args.reconstruct, enabled=True)
+        else:
+            quant['reconstruct'] = {}
     if args.seed is not None:
         quant['seed'] = args.seed
         for hook in cfg.get('custom_hooks', []):

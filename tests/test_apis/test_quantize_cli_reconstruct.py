@@ -34,11 +34,13 @@ def test_reconstruct_flag_records_and_reloads_exactly(folder, tmp_path):
 
 def test_flag_switches_on_the_configs_own_settings():
     """A config keeps reconstruction settings switched off (the reference detectors' batch of
-    4 images); ``--reconstruct ITERS`` switches them on, ``--reconstruct 0`` drops them, and a
-    switched-off stage is the same recipe as none."""
+    4 images); ``--reconstruct ITERS`` switches them on, ``--reconstruct`` alone with the
+    config's iterations, ``--reconstruct 0`` drops them, and a switched-off stage is the same
+    recipe as none."""
     from mmengine import Config
 
     from mmdopq.recipe import QuantRecipe
+    from mmdopq.utils.errors import ConfigError
 
     base = dict(recipe='dopq', reconstruct=dict(enabled=False, batch_size=4, num_images=256))
     assert QuantRecipe.from_cfg(base).reconstruct == {}
@@ -57,3 +59,11 @@ def test_flag_switches_on_the_configs_own_settings():
     assert (on.enabled, on.iters, on.batch_size, on.num_images) == (True, 50, 4, 256)
     assert apply('--reconstruct', '0').reconstruct == {}
     assert apply().reconstruct_settings is None
+    # without ITERS: the config's settings (here no iters: the default) switched on
+    bare = apply('--reconstruct').reconstruct_settings
+    assert (bare.enabled, bare.iters, bare.batch_size) == (True, 300, 4)
+    base['reconstruct']['iters'] = 1000
+    assert apply('--reconstruct').reconstruct_settings.iters == 1000
+    assert apply('--reconstruct', '50').reconstruct_settings.iters == 50
+    with pytest.raises(ConfigError, match=r'--reconstruct -2: give iterations >= 0'):
+        apply('--reconstruct', '-2')
