@@ -5,9 +5,9 @@ _base_ = [
     './mask-rcnn_swin-ref-p4-w7_fpn_synthetic-shapes.py',
     '../_base_/quant/dopq_w4a4.py',
 ]
-# Block reconstruction is off; `--reconstruct ITERS` switches it on with these settings: a
+# Block reconstruction is off; `--reconstruct` switches it on with these settings: a
 # detection image holds ~60x the tokens of a classification image, hence 4 images per step.
-reconstruct = dict(enabled=False, batch_size=4, num_images=256, eval_images=32)
+reconstruct = dict(enabled=False, iters=300, batch_size=4, num_images=256, eval_images=32)
 model = dict(
     _delete_=True,
     type='mmdopq.QuantizedModel',
