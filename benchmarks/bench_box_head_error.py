@@ -36,22 +36,23 @@ class BoxHeadError:
         self.error = dict.fromkeys(PARTS, 0.0)
         self.signal = dict.fromkeys(PARTS, 0.0)
         self.regions = 0
-        self._busy = False
+        #: True while the hook runs the float reference (its own call of the head)
+        self.in_reference_call = False
 
     def __call__(self, module, args, out) -> None:
-        if self._busy:  # the float call below
+        if self.in_reference_call:  # the float call below
             return
         if any(m.quant_mode != 'quant' for _, m in quant_layers(self.head)):
             raise RuntimeError('the box head is not in quant mode: nothing quantized to measure')
         q_cls, q_reg = out  # the quantized head's output on these regions
-        self._busy = True
+        self.in_reference_call = True
         try:
             with torch.no_grad():
                 set_quant_mode(self.head, 'float')
                 ref_cls, ref_reg = self.head(args[0])
         finally:
             set_quant_mode(self.head, 'quant')
-            self._busy = False
+            self.in_reference_call = False
         if ref_reg.shape[1] == 4:
             raise ValueError('the box head regresses class-agnostic deltas: nothing to split')
         cls = ref_cls[:, :-1].argmax(1)  # the last score is the background

@@ -151,7 +151,7 @@ def select_quantizers(quantizers: dict, select: Optional[str]) -> dict:
         raise ValueError(f'--select {select!r} is not a valid regex: {e}') from None
     chosen = {n: q for n, q in quantizers.items() if pattern.search(n)}
     if not chosen:
-        parts = sorted({'.'.join(n.split('.')[:2]) for n in quantizers})
+        parts = sorted(group_parts(list(quantizers), 'all', 2))
         raise ValueError(f'--select {select!r} matches no enabled quantizer; parts: {parts}')
     return chosen
 
@@ -234,18 +234,17 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     from mmdopq.quantizers import BaseQuantizer, quantizers_off
 
+    if args.expand and args.by != 'role':
+        # refused before the model is built and the checkpoint loaded
+        raise ValueError(f'--expand splits roles; it does not apply with --by {args.by}')
     cfg, recipe, runner, model, loaded, _ = analysis.build_analysis_runner(args, 'sensitivity')
     quantizers = {
         n: m for n, m in model.named_modules() if isinstance(m, BaseQuantizer) and m.enabled
     }
     studied = select_quantizers(quantizers, args.select)
     if args.by == 'component':
-        if args.expand:
-            raise ValueError('--expand splits roles; it does not apply with --by component')
         groups = group_components(model, studied, args.kind)
     elif args.by == 'part':
-        if args.expand:
-            raise ValueError('--expand splits roles; it does not apply with --by part')
         groups = group_parts(list(studied), args.kind, args.depth)
     else:
         groups = group_quantizers(list(studied), args.kind, args.expand)
