@@ -30,7 +30,7 @@ import sys
 from typing import Any, Callable
 
 import torch
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_map
 
 from mmdopq.apis import analysis
 from mmdopq.apis.quantize_cli import build_runner
@@ -43,13 +43,7 @@ PARTS = ('total', 'inherited', 'own', 'own_weights')
 
 
 def _detach(tree):
-    if isinstance(tree, torch.Tensor):
-        return tree.detach()
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_detach(t) for t in tree)
-    if isinstance(tree, dict):
-        return {k: _detach(v) for k, v in tree.items()}
-    return tree
+    return tree_map(lambda t: t.detach() if isinstance(t, torch.Tensor) else t, tree)
 
 
 def capture(model, names: list[str], drive: Callable[[Any], None]) -> dict[str, list]:
@@ -123,16 +117,8 @@ def relative_error(pairs) -> float:
     err = sig = 0.0
     for out, target in pairs:
         err += float(squared_error(out, target))
-        sig += float(squared_error(target, _zeros_like(target)))
+        sig += sum(float(t.float().pow(2).sum()) for t in _leaves(target) if t.is_floating_point())
     return err / max(sig, 1e-30)
-
-
-def _zeros_like(tree):
-    if isinstance(tree, torch.Tensor):
-        return torch.zeros_like(tree)
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_zeros_like(t) for t in tree)
-    return tree
 
 
 def main(argv=None) -> dict:
@@ -158,7 +144,6 @@ def main(argv=None) -> dict:
     )
     _, _, frunner, fmodel, _, _ = build_runner(fargs)
     fmodel.eval()
-    names = [n for n in names if _has(fmodel, n)]
 
     def drive(model) -> None:
         loader = (runner if model is qmodel else frunner).test_dataloader
@@ -187,14 +172,6 @@ def _leaves(tree) -> list:
 def _same_shapes(a, b) -> bool:
     la, lb = _leaves(a), _leaves(b)
     return len(la) == len(lb) and all(x.shape == y.shape for x, y in zip(la, lb))
-
-
-def _has(model, name: str) -> bool:
-    try:
-        model.get_submodule(name)
-    except AttributeError:
-        return False
-    return True
 
 
 if __name__ == '__main__':
