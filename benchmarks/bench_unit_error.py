@@ -101,24 +101,18 @@ def unit_errors(
                 for qn, q in layer.quantizers()
                 if qn != 'weight_quantizer'
             ]
-            res = {p: [] for p in PARTS}
+            # the float output's energy once per unit; each part's error summed call by call
+            err = dict.fromkeys(PARTS, 0.0)
+            signal = 0.0
             for (qa, qk, qo), (fa, fk, fo) in zip(qs, fs):
-                res['total'].append((qo, fo))
-                res['inherited'].append((fu(*qa, **qk), fo))
-                res['own'].append((qu(*fa, **fk), fo))
+                signal += sum(float(t.float().pow(2).sum()) for t in _leaves(fo))
+                err['total'] += float(squared_error(qo, fo))
+                err['inherited'] += float(squared_error(fu(*qa, **qk), fo))
+                err['own'] += float(squared_error(qu(*fa, **fk), fo))
                 with quantizers_off(acts):
-                    res['own_weights'].append((qu(*fa, **fk), fo))
-            units[name] = {p: relative_error(v) for p, v in res.items()}
+                    err['own_weights'] += float(squared_error(qu(*fa, **fk), fo))
+            units[name] = {p: e / max(signal, 1e-30) for p, e in err.items()}
     return units
-
-
-def relative_error(pairs) -> float:
-    """Summed squared error of ``(output, target)`` pairs over the targets' sum of squares."""
-    err = sig = 0.0
-    for out, target in pairs:
-        err += float(squared_error(out, target))
-        sig += sum(float(t.float().pow(2).sum()) for t in _leaves(target) if t.is_floating_point())
-    return err / max(sig, 1e-30)
 
 
 def main(argv=None) -> dict:
@@ -166,7 +160,10 @@ def main(argv=None) -> dict:
 
 
 def _leaves(tree) -> list:
-    return [t for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor)]
+    """The floating-point tensors of an output (those :func:`squared_error` compares)."""
+    return [
+        t for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor) and t.is_floating_point()
+    ]
 
 
 def _same_shapes(a, b) -> bool:

@@ -10,13 +10,18 @@ from mmdopq.nn import set_quant_mode
 from tests.test_models.test_quantized_model import batches, build_quantized, calibrate
 
 
-def test_unit_errors_split_own_and_inherited(tiny_cfg):
+def calibrated_pair(tiny_cfg):
+    """A calibrated tiny detector, its float twin and test batches."""
     model, cfg = build_quantized(tiny_cfg('dopq', 4))
     calibrate(model, cfg)
-    data = batches(cfg, split='test')
     # a calibrated model in float mode is its float model (the LayerNorm fold is exact)
     float_model = copy.deepcopy(model)
     set_quant_mode(float_model, 'float')
+    return model, float_model, batches(cfg, split='test')
+
+
+def test_unit_errors_split_own_and_inherited(tiny_cfg):
+    model, float_model, data = calibrated_pair(tiny_cfg)
     kinds = model.quant_plan.unit_kinds
     names = [n for n, _ in model.quant_plan.units if kinds.get(n) != 'roi']
     assert len(names) >= 3
@@ -42,11 +47,7 @@ def test_unit_errors_split_own_and_inherited(tiny_cfg):
 
 
 def test_unit_errors_refuse_calls_that_do_not_match(tiny_cfg):
-    model, cfg = build_quantized(tiny_cfg('dopq', 4))
-    calibrate(model, cfg)
-    data = batches(cfg, split='test')
-    float_model = copy.deepcopy(model)
-    set_quant_mode(float_model, 'float')
+    model, float_model, data = calibrated_pair(tiny_cfg)
     name = model.quant_plan.units[0][0]
 
     def drive(m):  # the float model sees one image less
